@@ -1,0 +1,3 @@
+from sendfleet.cli import main
+
+raise SystemExit(main())

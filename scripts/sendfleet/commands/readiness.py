@@ -1,0 +1,17 @@
+"""`sendfleet readiness`: placeholder until its issue lands (replaced by the real command)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sendfleet.errors import UsageError
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("readiness", help="(not built yet)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    raise UsageError("'sendfleet readiness' is not built yet")
