@@ -1,0 +1,95 @@
+"""`inventories/lab/`, written by `sendfleet lab up`: the hosts and how to reach them, the resolver and
+the TSIG key of the lab's update server. The files people edit (pools.yml) are written only when missing;
+vetted_ips.yml and host_vars/ belong to `sendfleet vet --admit` and `sendfleet pool assign`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sendfleet import yamlfile
+from sendfleet.lab.config import (
+    HOST_DOMAIN,
+    RECIPIENT_DOMAINS,
+    SENDER_DOMAINS,
+    TSIG_ALGORITHM,
+    TSIG_KEY_NAME,
+    LabConfig,
+)
+from sendfleet.lab.system import run
+
+HEADER = "# written by `sendfleet lab up`; rewritten on every `lab up`: do not edit\n"
+
+
+def ensure_ssh_key(inventory_dir: Path) -> Path:
+    key = inventory_dir / ".ssh" / "lab_ed25519"
+    if not key.exists():
+        key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sendfleet-lab", "-f", str(key)])
+    os.chmod(key, 0o600)
+    return key
+
+
+def write_inventory(cfg: LabConfig, key: Path, tsig_secret: str) -> None:
+    inv = cfg.inventory_dir
+    senders = {h.name: {"ansible_host": h.ipv4, "host_ipv6": h.ipv6} for h in cfg.hosts if h.role == "sender"}
+    sinks = {h.name: {"ansible_host": h.ipv4, "host_ipv6": h.ipv6} for h in cfg.hosts if h.role == "sink"}
+    hosts: dict[str, Any] = {"all": {"children": {"senders": {"hosts": senders}, "sinks": {"hosts": sinks}}}}
+    yamlfile.write_atomic(inv / "hosts.yml", HEADER + yamlfile.dumps(hosts))
+    lab_vars: dict[str, Any] = {
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(key.resolve()),
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "lab": True,
+        "dns_resolver": cfg.resolver,
+        "host_domain": HOST_DOMAIN,
+        "lab_network": cfg.network,
+        "lab_network6": cfg.network6,
+        "lab_candidate_range": cfg.candidate_range,
+        "lab_app_addresses": cfg.app_addresses,
+        "lab_outsider_address": cfg.outsider,
+        "lab_sink_host": "sink",
+        "lab_sink_address": cfg.host("sink").ipv4,
+        "lab_recipient_domains": list(RECIPIENT_DOMAINS),
+        "lab_apt_proxy": f"http://{cfg.apt_cache}:3142",
+        "lab_blocklist_server": cfg.rbldnsd,
+    }
+    yamlfile.write_atomic(inv / "group_vars/all/lab.yml", HEADER + yamlfile.dumps(lab_vars))
+    update_vars = {
+        "dns_update_server": cfg.auth_dns,
+        "dns_update_port": 53,
+        "dns_tsig_key_name": TSIG_KEY_NAME,
+        "dns_tsig_algorithm": TSIG_ALGORITHM,
+        "dns_tsig_secret": tsig_secret,
+        "dns_zones": cfg.authoritative_zones,
+    }
+    yamlfile.write_atomic(inv / "group_vars/all/dns_update.yml", HEADER + yamlfile.dumps(update_vars), mode=0o600)
+    pools = inv / "group_vars/all/pools.yml"
+    if not pools.exists():
+        yamlfile.write_atomic(pools, pools_text(cfg))
+
+
+def pools_text(cfg: LabConfig) -> str:
+    shop, news = SENDER_DOMAINS
+    return f"""# The lab's sending pools and sender domains: written once by `sendfleet lab up`, then yours to edit.
+# vetted_ips.yml (beside this file) is written by `sendfleet vet --admit`; host_vars/*.yml by
+# `sendfleet pool assign`.
+pools:
+  transactional: {{}}
+  marketing: {{}}
+sender_domains:
+  {shop}:
+    pool: transactional
+    selectors: [s2026a]
+    dmarc: {{p: none, rua: "mailto:dmarc@{shop}"}}
+  {news}:
+    pool: marketing
+    selectors: [s2026a]
+    dmarc: {{p: none, rua: "mailto:dmarc@{news}"}}
+# addresses allowed to submit mail to the senders (the lab's app addresses)
+app_networks: [{cfg.app_network}]
+# addresses allowed to SSH in
+admin_networks: [{cfg.v4(0)}/29, {cfg.network6}]
+"""
