@@ -45,6 +45,11 @@ def load(path: Path, *, missing_ok: bool = False) -> Any:
         raise UsageError(f"{path}:{where}: malformed YAML: {problem}") from None
 
 
+def load_text(text: str) -> Any:
+    """Parse YAML text round-trip (for building new documents that keep their style)."""
+    return _yaml().load(text)
+
+
 def dumps(data: Any) -> str:
     buf = io.StringIO()
     _yaml().dump(data, buf)

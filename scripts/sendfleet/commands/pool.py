@@ -1,17 +1,151 @@
-"""`sendfleet pool`: placeholder until its issue lands (replaced by the real command)."""
+"""`sendfleet pool list | assign`: the vetted IPs of each pool and which sender host uses them."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+from pathlib import Path
 from typing import Any
 
-from sendfleet.errors import UsageError
+from rich.console import Console
+from rich.table import Table
+
+from sendfleet import yamlfile
+from sendfleet.core.assign import DEFAULT_PTR_TEMPLATE, plan_assignments
+from sendfleet.errors import EXIT_OK, UsageError
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("pool", help="(not built yet)")
-    parser.set_defaults(func=_run)
+    pool = sub.add_parser("pool", help="vetted IPs per pool, and their assignment to sender hosts")
+    verbs = pool.add_subparsers(dest="verb", metavar="VERB", parser_class=type(pool))
+    verbs.required = True
+    ls = verbs.add_parser("list", help="every vetted IP, its pool and the host that uses it")
+    ls.add_argument("-i", "--inventory", type=Path, required=True)
+    ls.add_argument("--format", choices=("table", "json"), default="table")
+    ls.set_defaults(func=_list)
+    assign = verbs.add_parser("assign", help="give sender hosts vetted IPs that no host uses yet")
+    assign.add_argument("-i", "--inventory", type=Path, required=True)
+    assign.add_argument("--pool", action="append", dest="pools", metavar="NAME",
+                        help="pool to assign from (repeatable; default: every pool with vetted IPs)")
+    assign.add_argument("--per-host", type=int, default=2, help="IPs of each pool per sender (default 2)")
+    assign.add_argument("--hosts", help="comma-separated sender hosts (default: group senders)")
+    assign.add_argument("--ptr-template", default=DEFAULT_PTR_TEMPLATE,
+                        help="PTR/HELO name; fields {octet} {host} {domain} {ip} (default %(default)s)")
+    assign.add_argument("--domain", help="domain for {domain} (default: inventory var host_domain)")
+    assign.add_argument("--warmup-start", metavar="YYYY-MM-DD",
+                        help="start a warm-up schedule for the new IPs on this date ('today' allowed)")
+    assign.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    assign.set_defaults(func=_assign)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise UsageError("'sendfleet pool' is not built yet")
+def _senders(inv: Path) -> list[str]:
+    hosts = yamlfile.load(inv / "hosts.yml")
+    try:
+        senders = hosts["all"]["children"]["senders"]["hosts"]
+    except (KeyError, TypeError):
+        raise UsageError(f"{inv / 'hosts.yml'}: no group 'senders' under all.children") from None
+    return [str(h) for h in (senders or {})]
+
+
+def _vetted(inv: Path) -> dict[str, list[str]]:
+    path = inv / "group_vars/all/vetted_ips.yml"
+    data = yamlfile.load(path, missing_ok=True) or {}
+    pools = data.get("vetted_ips") or {}
+    if not isinstance(pools, dict):
+        raise UsageError(f"{path}: vetted_ips must map pool names to lists")
+    out: dict[str, list[str]] = {}
+    for pool, entries in pools.items():
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and "ip" in e for e in entries):
+            raise UsageError(f"{path}: vetted_ips.{pool} must be a list of entries with an 'ip'")
+        out[str(pool)] = [str(e["ip"]) for e in entries]
+    return out
+
+
+def _host_vars(inv: Path, host: str) -> tuple[Path, Any]:
+    path = inv / "host_vars" / f"{host}.yml"
+    data = yamlfile.load(path, missing_ok=True)
+    if data is None:
+        data = yamlfile.load_text("{}\n")
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping")
+    ips = data.get("sending_ips")
+    if ips is not None and not (isinstance(ips, list) and all(isinstance(e, dict) and "ip" in e for e in ips)):
+        raise UsageError(f"{path}: sending_ips must be a list of entries with an 'ip'")
+    return path, data
+
+
+def _in_use(inv: Path, hosts: list[str]) -> dict[str, list[tuple[str, str]]]:
+    return {h: [(str(e["ip"]), str(e.get("pool", ""))) for e in (_host_vars(inv, h)[1].get("sending_ips") or [])]
+            for h in hosts}
+
+
+def _list(args: argparse.Namespace) -> int:
+    inv = args.inventory
+    hosts = _senders(inv)
+    user = {ip: h for h, pairs in _in_use(inv, hosts).items() for ip, _ in pairs}
+    rows = [{"pool": p, "ip": ip, "host": user.get(ip)} for p, ips in _vetted(inv).items() for ip in ips]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    table = Table(title=f"vetted IPs in {inv}")
+    for col in ("pool", "ip", "host"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["pool"], r["ip"], r["host"] or "[dim]available[/]")
+    Console().print(table)
+    return EXIT_OK
+
+
+def _assign(args: argparse.Namespace) -> int:
+    inv: Path = args.inventory
+    if args.per_host < 1:
+        raise UsageError(f"--per-host {args.per_host}: must be at least 1")
+    senders = _senders(inv)
+    hosts = [h.strip() for h in args.hosts.split(",")] if args.hosts else senders
+    unknown = [h for h in hosts if h not in senders]
+    if unknown:
+        raise UsageError(f"--hosts: {', '.join(unknown)} not in group senders of {inv / 'hosts.yml'}")
+    vetted = _vetted(inv)
+    pools = args.pools or list(vetted)
+    missing = [p for p in pools if p not in vetted]
+    if missing:
+        raise UsageError(f"--pool {missing[0]}: no vetted IPs in that pool (run 'sendfleet vet --admit' first)")
+    warmup = args.warmup_start
+    if warmup == "today":
+        warmup = dt.date.today().isoformat()
+    if warmup is not None:
+        try:
+            dt.date.fromisoformat(warmup)
+        except ValueError:
+            raise UsageError(f"--warmup-start {warmup!r}: expected YYYY-MM-DD or 'today'") from None
+    domain = args.domain
+    if domain is None:
+        lab_vars = yamlfile.load(inv / "group_vars/all/lab.yml", missing_ok=True) or {}
+        domain = lab_vars.get("host_domain")
+        if not domain:
+            raise UsageError("--domain is required (the inventory has no host_domain)")
+    try:
+        plan = plan_assignments(senders=hosts, vetted=vetted, in_use=_in_use(inv, senders), per_host=args.per_host,
+                                pools=pools, ptr_template=args.ptr_template, domain=domain, warmup_start=warmup)
+    except (KeyError, IndexError, ValueError) as err:
+        raise UsageError(f"--ptr-template {args.ptr_template!r}: {err}") from None
+    for a in plan:
+        print(f"{a.host}: {a.ip} -> pool {a.pool}, PTR/HELO {a.ptr}")
+    if not plan:
+        print("nothing to assign: every sender has its share (or no vetted IP is free)")
+    if args.dry_run or not plan:
+        return EXIT_OK
+    for host in hosts:
+        mine = [a for a in plan if a.host == host]
+        if not mine:
+            continue
+        path, data = _host_vars(inv, host)
+        entries = data.get("sending_ips")
+        if entries is None:
+            entries = yamlfile.load_text("[]\n")
+            data["sending_ips"] = entries
+        for a in mine:
+            entries.append(a.as_entry())
+        yamlfile.dump_atomic(path, data)
+    return EXIT_OK

@@ -1,0 +1,110 @@
+"""Issue 2, done when: the lab is real and answers like the internet would."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import time
+import uuid
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from sendfleet.errors import UsageError
+from sendfleet.lab import network
+from sendfleet.lab.config import LabConfig
+from sendfleet.lab.sink import read_messages
+
+from .conftest import REPO, LabHandle, sendfleet
+
+
+def resolve(lab: LabHandle, name: str, rdtype: str) -> list[str]:
+    answer = dns.query.udp(dns.message.make_query(name, rdtype), lab.resolver, timeout=3)
+    assert answer.rcode() == dns.rcode.NOERROR, f"{name} {rdtype}: {dns.rcode.to_text(answer.rcode())}"
+    return [rr.to_text() for rrset in answer.answer for rr in rrset]
+
+
+def test_every_host_answers_ansible_ping(lab: LabHandle) -> None:
+    proc = subprocess.run([str(REPO / ".venv/bin/ansible"), "-i", str(lab.inventory_dir), "all", "-m",
+                           "ansible.builtin.ping"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for host in lab.config.hosts:  # type: ignore[attr-defined]
+        assert f"{host.name} | SUCCESS" in proc.stdout
+
+
+def test_resolver_has_ptr_and_forward_for_every_lab_address(lab: LabHandle) -> None:
+    cfg = lab.config
+    addresses = [h.ipv4 for h in cfg.hosts] + [h.ipv6 for h in cfg.hosts]  # type: ignore[attr-defined]
+    addresses += [a for a, _ in cfg.bridge_addresses()]  # type: ignore[attr-defined]
+    for addr in addresses:
+        ptrs = resolve(lab, ipaddress.ip_address(addr).reverse_pointer, "PTR")
+        assert len(ptrs) == 1, f"{addr}: PTR {ptrs}"
+        rdtype = "A" if ipaddress.ip_address(addr).version == 4 else "AAAA"
+        assert addr in resolve(lab, ptrs[0], rdtype), f"{addr}: {ptrs[0]} does not resolve back"
+
+
+def test_resolver_answers_lab_zones_only(lab: LabHandle) -> None:
+    answer = dns.query.udp(dns.message.make_query("example.com", "A"), lab.resolver, timeout=3)
+    assert answer.rcode() == dns.rcode.REFUSED
+    assert resolve(lab, "gmail.test", "MX") == ["10 sink.lab.test."]
+
+
+def test_blocklists_answer_with_real_world_semantics(lab: LabHandle) -> None:
+    assert resolve(lab, "66.100.51.198.zen.lab.test", "A") == ["127.0.0.2"]
+    assert resolve(lab, "68.100.51.198.zen.lab.test", "A") == ["127.255.255.254"]
+    assert resolve(lab, "2.0.0.127.zen.lab.test", "A") == ["127.0.0.2"]  # RFC 5782 test entry
+    nx = dns.query.udp(dns.message.make_query("72.100.51.198.zen.lab.test", "A"), lab.resolver, timeout=3)
+    assert nx.rcode() == dns.rcode.NXDOMAIN
+    assert resolve(lab, "121.100.51.198.l2.lab.test", "A") == ["127.0.0.2"]  # network scope
+    assert resolve(lab, "spammy.test.dbl.lab.test", "A") == ["127.0.1.2"]
+    assert any("64500" in t for t in resolve(lab, "72.100.51.198.origin.asn.lab.test", "TXT"))
+
+
+def test_lab_host_mail_reaches_sink_with_client_ip_and_helo(lab: LabHandle) -> None:
+    tag = uuid.uuid4().hex
+    script = f"""python3 - <<'EOF'
+import smtplib, ssl
+s = smtplib.SMTP('sink.lab.test', 25, local_hostname='mta2.lab.test', source_address=('198.51.100.11', 0))
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s.starttls(context=ctx); s.ehlo('mta2.lab.test')
+s.sendmail('probe@shop.test', ['someone@gmail.test'], 'From: probe@shop.test\\r\\nTo: someone@gmail.test\\r\\nSubject: {tag}\\r\\n\\r\\nhi\\r\\n')
+s.quit()
+EOF"""
+    lab.ssh("mta2", script)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = [m for m in read_messages() if m.header("Subject") == tag]
+        if found:
+            break
+        time.sleep(0.3)
+    assert len(found) == 1
+    msg = found[0]
+    assert msg.client_ip == "198.51.100.11"
+    assert msg.helo == "mta2.lab.test"
+    assert msg.rcpt_to == ["someone@gmail.test"] and msg.mail_from == "probe@shop.test"
+    assert msg.tls_protocol is not None and msg.tls_protocol.startswith("TLSv1.")
+
+
+def test_lab_up_twice_is_a_no_op(lab: LabHandle) -> None:
+    proc = sendfleet("lab", "up")
+    assert "already up: nothing to do" in proc.stderr
+    status = json.loads(sendfleet("lab", "status", "--format", "json").stdout)
+    assert status["healthy"] and all(p["healthy"] for p in status["parts"])
+
+
+def test_lab_range_overlapping_the_machine_is_refused(lab: LabHandle) -> None:
+    with pytest.raises(UsageError, match="192.0.2.0/24"):
+        LabConfig(network="192.0.2.0/24")
+    # the running lab's bridge holds 198.51.100.0/24: another lab on it would overlap
+    other = LabConfig(bridge="sfl9")
+    with pytest.raises(UsageError, match="overlaps 198.51.100"):
+        network.check_no_overlap(other)
+
+
+def test_ssh_runs_a_command_on_a_host(lab: LabHandle) -> None:
+    proc = sendfleet("lab", "ssh", "mta1", "hostname", "-f")
+    assert proc.stdout.strip() == "mta1.lab.test"
+    assert "running" in lab.ssh("mta1", "systemctl is-system-running --wait || true").stdout
