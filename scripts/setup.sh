@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set this Debian 12 machine up for sendfleet (idempotent): Debian packages and the Python venv (.venv).
+# Needs root. Starts no service: the lab starts its own servers on its own addresses.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  systemd-container debootstrap iproute2 nftables openssh-client   # the lab's hosts and network
+  knot knot-dnsutils rbldnsd unbound bind9-dnsutils                 # lab DNS: authoritative, blocklists, resolver
+  apt-cacher-ng                                                     # package proxy for lab hosts
+  swaks dnsperf                                                     # test and benchmark clients
+  python3-venv
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "setup: installing ${missing[*]} needs root" >&2; exit 2; }
+  echo "setup: installing ${missing[*]}"
+  # The packages' own services must not start: the lab runs its servers on lab addresses itself.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; own_policy=1; fi
+  trap '[ "$own_policy" = 1 ] && rm -f "$policy"' EXIT
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
+  rm -rf .venv
+  python3 -m venv .venv
+fi
+stamp=.venv/.sendfleet-deps
+if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[test]'
+  cp pyproject.toml "$stamp"
+fi
+echo "setup: ready (.venv/bin/sendfleet)"
