@@ -108,3 +108,41 @@ def test_ssh_runs_a_command_on_a_host(lab: LabHandle) -> None:
     proc = sendfleet("lab", "ssh", "mta1", "hostname", "-f")
     assert proc.stdout.strip() == "mta1.lab.test"
     assert "running" in lab.ssh("mta1", "systemctl is-system-running --wait || true").stdout
+
+
+def test_blocklist_and_sink_answers_can_be_changed_and_restored(lab: LabHandle) -> None:
+    from sendfleet.lab import control
+
+    name = "80.100.51.198.zen.lab.test"
+    control.list_entry("zen.lab.test", "198.51.100.80", "127.0.0.4", "test listing")
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            answer = dns.query.udp(dns.message.make_query(name, "A"), lab.config.rbldnsd, timeout=2)  # type: ignore[attr-defined]
+            if answer.answer:
+                break
+            time.sleep(0.3)
+        assert [rr.to_text() for rrset in answer.answer for rr in rrset] == ["127.0.0.4"]
+    finally:
+        assert control.unlist_entry("zen.lab.test", "198.51.100.80")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        answer = dns.query.udp(dns.message.make_query(name, "A"), lab.config.rbldnsd, timeout=2)  # type: ignore[attr-defined]
+        if answer.rcode() == dns.rcode.NXDOMAIN:
+            break
+        time.sleep(0.3)
+    assert answer.rcode() == dns.rcode.NXDOMAIN
+
+    control.sink_recipient_action("yahoo.test", "421 4.7.0 rate limited")
+    try:
+        import smtplib
+
+        with smtplib.SMTP(lab.config.host("sink").ipv4, 25, source_address=("198.51.100.32", 0)) as smtp:  # type: ignore[attr-defined]
+            smtp.ehlo("app1.lab.test")
+            smtp.mail("a@shop.test")
+            code, text = smtp.rcpt("x@yahoo.test")
+            assert code == 421 and b"rate limited" in text
+    except smtplib.SMTPServerDisconnected:
+        pass  # a 421 may close the session: also a deferral
+    finally:
+        control.sink_recipient_action("yahoo.test", None)

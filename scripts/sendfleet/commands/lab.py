@@ -47,10 +47,20 @@ def register(sub: Any) -> None:
     ssh.add_argument("command", nargs=argparse.REMAINDER)
     ssh.set_defaults(func=_ssh)
 
-    sink = verbs.add_parser("sink", parents=[common], help="what the sink MX received")
-    sink.add_argument("action", choices=("list", "clear"))
+    sink = verbs.add_parser("sink", parents=[common], help="what the sink MX received; how it answers")
+    sink.add_argument("action", choices=("list", "clear", "answer"))
     sink.add_argument("--format", choices=("table", "json"), default="table")
+    sink.add_argument("--domain", help="with 'answer': the recipient domain")
+    sink.add_argument("--reply", help="with 'answer': e.g. '421 4.7.0 rate limited'; omit to accept again")
     sink.set_defaults(func=_sink)
+
+    bl = verbs.add_parser("blocklist", parents=[common], help="list or unlist an entry in the lab's rbldnsd")
+    bl.add_argument("action", choices=("add", "remove"))
+    bl.add_argument("entry", help="address, CIDR or domain")
+    bl.add_argument("--zone", default="zen.lab.test", help="zen.lab.test (default), l2.lab.test, dbl.lab.test")
+    bl.add_argument("--code", default="127.0.0.2", help="answer for a listing (default 127.0.0.2)")
+    bl.add_argument("--reason", default="listed by hand", help="TXT reason")
+    bl.set_defaults(func=_blocklist)
 
 
 def _log(msg: str) -> None:
@@ -116,6 +126,13 @@ def _ssh(args: argparse.Namespace) -> int:
 def _sink(args: argparse.Namespace) -> int:
     from sendfleet.lab import sink
 
+    if args.action == "answer":
+        from sendfleet.lab.control import sink_recipient_action
+
+        if not args.domain:
+            raise UsageError("sink answer needs --domain")
+        sink_recipient_action(args.domain, args.reply, args.state_dir)
+        return EXIT_OK
     if args.action == "clear":
         print(f"removed {sink.clear(args.state_dir)} messages")
         return EXIT_OK
@@ -131,4 +148,14 @@ def _sink(args: argparse.Namespace) -> int:
         table.add_row(m.queue_id, m.client_ip, m.helo, m.mail_from, ", ".join(m.rcpt_to),
                       f"{m.tls_protocol} {m.tls_cipher}" if m.tls else "none", m.header("Subject") or "")
     Console().print(table)
+    return EXIT_OK
+
+
+def _blocklist(args: argparse.Namespace) -> int:
+    from sendfleet.lab import control
+
+    if args.action == "add":
+        control.list_entry(args.zone, args.entry, args.code, args.reason, args.state_dir)
+    elif not control.unlist_entry(args.zone, args.entry, args.state_dir):
+        _log(f"{args.entry} was not listed in {args.zone}")
     return EXIT_OK

@@ -1,0 +1,89 @@
+"""Changing the lab under running tests, as the world changes under a fleet: list or unlist an address in
+the lab's blocklists (rbldnsd reloads its data within a second), or make the sink answer a recipient domain
+with a given SMTP reply (e.g. `421 4.7.0 rate limited`)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from sendfleet.errors import UsageError
+from sendfleet.lab.config import DEFAULT_STATE_DIR, LabConfig
+from sendfleet.lab.hosts import ssh_command
+from sendfleet.lab.lab import running_config
+from sendfleet.lab.system import LabError
+
+# zone -> (dataset file for IPv4 entries, for IPv6 entries, for domain entries)
+DATASETS: dict[str, dict[str, str]] = {
+    "zen.lab.test": {"ipv4": "zen4", "ipv6": "zen6"},
+    "l2.lab.test": {"ipv4": "l2"},
+    "dbl.lab.test": {"domain": "dbl"},
+}
+
+
+def _lab(state_dir: Path) -> LabConfig:
+    cfg = running_config(state_dir)
+    if cfg is None:
+        raise LabError("the lab is not up: run 'sendfleet lab up'")
+    return cfg
+
+
+def _replace_text(path: Path, text: str, mode: int = 0o644) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _dataset(cfg: LabConfig, zone: str, entry: str) -> tuple[Path, str]:
+    if zone not in DATASETS:
+        raise UsageError(f"--zone {zone}: the lab's editable blocklists are {', '.join(DATASETS)}")
+    try:
+        addr = ipaddress.ip_network(entry, strict=False)
+        kind, key = ("ipv4" if addr.version == 4 else "ipv6"), str(addr if addr.num_addresses > 1 else addr[0])
+        if kind == "ipv6" and addr.num_addresses == 1:
+            key = f"{addr[0]}/128"
+    except ValueError:
+        kind, key = "domain", entry.lower().rstrip(".")
+    name = DATASETS[zone].get(kind)
+    if name is None:
+        raise UsageError(f"{entry}: {zone} takes no {kind} entries")
+    return cfg.state_dir / "services" / "rbldnsd" / "data" / name, key
+
+
+def list_entry(zone: str, entry: str, code: str = "127.0.0.2", reason: str = "listed by a lab test",
+               state_dir: Path = DEFAULT_STATE_DIR) -> None:
+    path, key = _dataset(_lab(state_dir), zone, entry)
+    lines = [ln for ln in path.read_text().splitlines() if ln.split(" ", 1)[0] != key]
+    lines.append(f"{key} :{code}:{reason}")
+    _replace_text(path, "\n".join(lines) + "\n")
+
+
+def unlist_entry(zone: str, entry: str, state_dir: Path = DEFAULT_STATE_DIR) -> bool:
+    path, key = _dataset(_lab(state_dir), zone, entry)
+    lines = path.read_text().splitlines()
+    kept = [ln for ln in lines if ln.split(" ", 1)[0] != key]
+    if kept != lines:
+        _replace_text(path, "\n".join(kept) + "\n")
+    return kept != lines
+
+
+def sink_recipient_action(domain: str, action: str | None, state_dir: Path = DEFAULT_STATE_DIR) -> None:
+    """Make the sink answer RCPT TO for `domain` with `action` (e.g. '421 4.7.0 rate limited';
+    None restores normal acceptance), then reload the sink's Postfix."""
+    cfg = _lab(state_dir)
+    sink = cfg.host("sink")
+    path = cfg.host_root(sink) / "etc/postfix/sink_recipient_access"
+    domain = domain.lower().rstrip(".")
+    lines = [ln for ln in path.read_text().splitlines() if ln.split(" ", 1)[0] != domain]
+    if action is not None:
+        lines.append(f"{domain} {action}")
+    _replace_text(path, "\n".join(lines) + "\n")
+    key = cfg.inventory_dir / ".ssh" / "lab_ed25519"
+    proc = subprocess.run(ssh_command(cfg, sink, key, "postfix reload"), capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise LabError(f"sink: postfix reload failed: {proc.stderr.strip()}")
