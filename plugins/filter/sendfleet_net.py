@@ -1,0 +1,123 @@
+"""Address filters for the sendfleet roles (stdlib `ipaddress` only: no ansible.utils collection here).
+
+- ``value | sf_ipversion``  -> 4, 6, or 0 when ``value`` is not a single address.
+- ``value | sf_netversion`` -> 4, 6, or 0 when ``value`` is not a network (host bits allowed).
+- ``values | sf_family(4)``   -> the entries of ``values`` that are IPv4 (or 6) addresses/networks.
+- ``value | sf_postfix_net`` -> a network in Postfix's mynetworks syntax (``[2001:db8::]/64`` for IPv6).
+- ``value | sf_slug``       -> a transport-name-safe form of an address (``198_51_100_72``).
+- ``ip | sf_transport(prefix)`` -> the Postfix transport name of a sending IP.
+- ``sending_ips | sf_pool_randmap(pool, prefix)`` -> ``randmap:{...}`` of a pool's transports (weights repeat).
+- ``sending_ips | sf_pool_maps(prefix)`` -> the sender_dependent_default_transport_maps entries, one per pool.
+- ``value | sf_seconds``     -> a Postfix time value (``2m``) in seconds.
+- ``values | sf_duplicates`` -> the entries occurring more than once.
+- ``ips | sf_in_networks(nets)`` -> the addresses of ``ips`` contained in one of ``nets``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+
+def sf_ipversion(value: Any) -> int:
+    try:
+        return ipaddress.ip_address(str(value)).version
+    except ValueError:
+        return 0
+
+
+def sf_netversion(value: Any) -> int:
+    try:
+        return ipaddress.ip_network(str(value), strict=False).version
+    except ValueError:
+        return 0
+
+
+def sf_family(values: Any, version: int) -> list[str]:
+    """The entries of ``values`` (addresses or networks) of IP version ``version``."""
+    return [str(v) for v in values if sf_netversion(v) == int(version)]
+
+
+def sf_postfix_net(value: Any) -> str:
+    net = ipaddress.ip_network(str(value), strict=False)
+    if net.version == 6:
+        return f"[{net.network_address}]/{net.prefixlen}"
+    return str(net)
+
+
+def sf_slug(value: Any) -> str:
+    addr = ipaddress.ip_address(str(value))
+    if addr.version == 6:
+        return addr.exploded.replace(":", "")
+    return str(addr).replace(".", "_")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def sf_seconds(value: Any) -> int:
+    """A Postfix time value (``0``, ``1s``, ``2m``...) in seconds."""
+    text = str(value).strip()
+    if text and text[-1] in _UNITS:
+        return int(text[:-1]) * _UNITS[text[-1]]
+    return int(text)
+
+
+def sf_in_networks(values: Any, networks: Any) -> list[str]:
+    nets = [ipaddress.ip_network(str(n), strict=False) for n in networks]
+    out = []
+    for value in values:
+        addr = ipaddress.ip_address(str(value))
+        if any(addr.version == n.version and addr in n for n in nets):
+            out.append(str(value))
+    return out
+
+
+def sf_duplicates(values: Any) -> list[str]:
+    """The entries that occur more than once in ``values`` (as strings, sorted)."""
+    seen: dict[str, int] = {}
+    for value in values:
+        seen[str(value)] = seen.get(str(value), 0) + 1
+    return sorted(k for k, n in seen.items() if n > 1)
+
+
+def sf_transport(ip: Any, prefix: str = "sf") -> str:
+    """The Postfix transport name of a sending IP (``sf_198_51_100_72``)."""
+    return f"{prefix}_{sf_slug(ip)}"
+
+
+def sf_pool_randmap(sending_ips: Any, pool: str, prefix: str = "sf") -> str:
+    """``randmap:{...}`` over the transports of ``pool``, each repeated ``weight`` times (default 1)."""
+    members: list[str] = []
+    for entry in sending_ips:
+        if entry["pool"] == pool:
+            members += [sf_transport(entry["ip"], prefix)] * int(entry.get("weight", 1))
+    if not members:
+        raise ValueError(f"pool {pool!r} has no in-service address")
+    return "randmap:{" + ", ".join(members) + "}"
+
+
+def sf_pool_maps(sending_ips: Any, prefix: str = "sf", table_dir: str = "/etc/postfix") -> list[str]:
+    """One ``pipemap:{regexp:<pool senders>, randmap:{<pool transports>}}`` per pool in ``sending_ips``."""
+    pools = sorted({str(entry["pool"]) for entry in sending_ips})
+    return [
+        f"pipemap:{{regexp:{table_dir}/sender_pool_{pool}.regexp, {sf_pool_randmap(sending_ips, pool, prefix)}}}"
+        for pool in pools
+    ]
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "sf_ipversion": sf_ipversion,
+            "sf_netversion": sf_netversion,
+            "sf_postfix_net": sf_postfix_net,
+            "sf_family": sf_family,
+            "sf_duplicates": sf_duplicates,
+            "sf_slug": sf_slug,
+            "sf_seconds": sf_seconds,
+            "sf_transport": sf_transport,
+            "sf_pool_randmap": sf_pool_randmap,
+            "sf_pool_maps": sf_pool_maps,
+            "sf_in_networks": sf_in_networks,
+        }
