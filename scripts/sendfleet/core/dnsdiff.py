@@ -1,0 +1,165 @@
+"""What to send to the authoritative server so that it holds the plan: the minimal diff (pure).
+
+Whole RRsets are owned for PTR, A/AAAA, DKIM, DMARC, MTA-STS and TLS-RPT names. At a sender domain's apex
+only the `v=spf1` TXT value is owned: other TXT values there (site verifications...) are never touched.
+Records sendfleet published earlier and no longer plans (the state in the inventory, see
+`sendfleet.dns.update`) are deleted, never anything else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sendfleet.core.inventory import normalize_name
+from sendfleet.core.records import PlannedRecord, txt_presentation
+
+
+@dataclass(frozen=True)
+class Current:
+    """An RRset as the authoritative server holds it now (values normalised, TXT joined)."""
+
+    ttl: int | None
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True, order=True)
+class ManagedKey:
+    zone: str
+    name: str
+    rtype: str
+    match: str  # "" = whole RRset
+
+    def as_dict(self) -> dict[str, str]:
+        return {"zone": self.zone, "name": self.name, "type": self.rtype, "match": self.match}
+
+
+@dataclass(frozen=True)
+class Change:
+    zone: str
+    name: str
+    rtype: str
+    ttl: int
+    delete: tuple[str, ...]  # values removed
+    add: tuple[str, ...]  # values added
+    delete_rrset: bool  # the whole RRset is deleted first (TTL change, or a record no longer planned)
+    purpose: str
+    subject: str
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.delete_rrset and not self.delete:
+            out.append(f"- {self.name}. {self.rtype} (whole RRset)")
+        out += [f"- {self.name}. {self.rtype} {presentation(self.rtype, v)}" for v in self.delete]
+        out += [f"+ {self.name}. {self.ttl} {self.rtype} {presentation(self.rtype, v)}" for v in self.add]
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "zone": self.zone,
+            "name": self.name,
+            "type": self.rtype,
+            "ttl": self.ttl,
+            "delete": list(self.delete),
+            "add": list(self.add),
+            "delete_rrset": self.delete_rrset,
+            "purpose": self.purpose,
+            "subject": self.subject,
+        }
+
+
+def presentation(rtype: str, value: str) -> str:
+    if rtype == "TXT":
+        return txt_presentation(value)
+    if rtype in ("PTR", "CNAME", "NS"):
+        return f"{value}."
+    return value
+
+
+def normalize(rtype: str, value: str) -> str:
+    if rtype in ("A", "AAAA"):
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            return value.strip()
+    if rtype in ("PTR", "CNAME", "NS"):
+        return normalize_name(value)
+    return value
+
+
+def owned(value: str, match: str | None) -> bool:
+    if match is None:
+        return True
+    low, m = value.lower(), match.lower()
+    return low == m or low.startswith(m + " ")
+
+
+def managed_key(rec: PlannedRecord) -> ManagedKey:
+    return ManagedKey(rec.zone or "", rec.name, rec.rtype, rec.match or "")
+
+
+def diff(
+    records: Sequence[PlannedRecord],
+    current: Mapping[tuple[str, str], Current],
+    prune: Iterable[ManagedKey] = (),
+) -> list[Change]:
+    """Changes turning `current` into the plan. `records`: the publishable ones; `prune`: keys to delete."""
+    changes: list[Change] = []
+    for rec in records:
+        if not rec.publishable or rec.zone is None:
+            continue
+        cur = current.get(rec.key, Current(None, ()))
+        have = [normalize(rec.rtype, v) for v in cur.values if owned(v, rec.match)]
+        want = [normalize(rec.rtype, v) for v in rec.values]
+        have_set, want_set = set(have), set(want)
+        ttl_differs = rec.match is None and bool(have) and cur.ttl is not None and cur.ttl != rec.ttl
+        if have_set == want_set and len(have) == len(have_set) and not ttl_differs:
+            continue
+        if ttl_differs:
+            changes.append(
+                Change(
+                    rec.zone,
+                    rec.name,
+                    rec.rtype,
+                    rec.ttl,
+                    tuple(sorted(have_set)),
+                    tuple(want),
+                    True,
+                    rec.purpose,
+                    rec.subject,
+                )
+            )
+            continue
+        delete = tuple(sorted(have_set - want_set))
+        add = tuple(v for v in want if v not in have_set)
+        if not delete and not add:  # duplicates only: rewrite the RRset
+            changes.append(
+                Change(
+                    rec.zone, rec.name, rec.rtype, rec.ttl, (), tuple(want), True, rec.purpose, rec.subject
+                )
+            )
+            continue
+        changes.append(
+            Change(rec.zone, rec.name, rec.rtype, rec.ttl, delete, add, False, rec.purpose, rec.subject)
+        )
+    for key in sorted(set(prune)):
+        cur = current.get((key.name, key.rtype), Current(None, ()))
+        match = key.match or None
+        gone = tuple(sorted({normalize(key.rtype, v) for v in cur.values if owned(v, match)}))
+        if not gone:
+            continue
+        whole = match is None
+        changes.append(
+            Change(
+                key.zone, key.name, key.rtype, cur.ttl or 0, gone, (), whole, "no longer planned", key.name
+            )
+        )
+    return changes
+
+
+def prune_keys(records: Sequence[PlannedRecord], previously: Iterable[ManagedKey]) -> list[ManagedKey]:
+    """Keys published before and no longer planned (a name/type still planned, even with an error, stays)."""
+    planned = {(r.name, r.rtype) for r in records}
+    return sorted(k for k in set(previously) if (k.name, k.rtype) not in planned)

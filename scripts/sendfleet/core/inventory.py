@@ -1,0 +1,680 @@
+"""The fleet inventory as a typed, validated model (pure: no file access here).
+
+One source of truth: the DNS planner, the FCrDNS gate, pool assignment, warm-up and readiness all read
+the same `Inventory`. `sendfleet.inventory_io.load_inventory(path)` reads an Ansible inventory
+directory and calls `build_inventory` below; tests and other tools can call `build_inventory` directly
+with in-memory `VarSource`s.
+
+Variables read (Ansible semantics: a later source replaces a whole top-level key of an earlier one):
+
+Global (from `all` vars in hosts.yml and group_vars/all.yml or group_vars/all/*.yml):
+  pools:            {NAME: {spf_domain: optional name publishing the pool's ip4/ip6 for `include:`}}
+  sender_domains:   {DOMAIN: {pool, selectors: [..], dmarc: {p, sp, rua, ruf, adkim, aspf, pct, fo} | false,
+                              mta_sts: {mode, mx: [..], max_age}, tls_rpt: {rua: [..]},
+                              spf_include: [..], spf_all: "~all"|"-all"}}
+  vetted_ips:       {POOL: [{ip, ...evidence}]}   (written by `sendfleet vet --admit`)
+  app_networks, admin_networks: [CIDR, ...]
+  dns_zones:        [zones whose records we publish (the update server is authoritative for them)]
+  dns_update_server, dns_update_port (53), dns_tsig_key_name, dns_tsig_algorithm (hmac-sha256),
+  dns_tsig_secret:  RFC 2136 settings (the secret never appears in repr or output)
+  dns_resolver:     address or list of addresses of the resolver that checks what the world sees
+                    (default: the system's resolvers); dns_resolver_port (53)
+  dns_ttl:          TTL of the records sendfleet publishes (default 3600)
+  rdns_gate:        enforce (default: an IP failing FCrDNS leaves every pool) | warn (reported only)
+  dkim_keys_dir:    controller-side DKIM keys, <dir>/<domain>/<selector>.pem (default <inventory>/dkim;
+                    a relative path is relative to the inventory directory)
+
+Per host (host_vars/<host>.yml, host_vars/<host>/*.yml, inline host vars, group vars of its groups):
+  sending_ips:      [{ip, pool, ptr, warmup_start (optional date), helo (optional, defaults to ptr)}]
+
+Any problem raises UsageError naming the file and the key (e.g. "host_vars/mta1.yml: sending_ips[2].pool:
+unknown pool 'bulk' (known: marketing, transactional)").
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from sendfleet.errors import UsageError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+RdnsGateMode = Literal["enforce", "warn"]
+
+DEFAULT_TTL = 3600
+DEFAULT_SPF_ALL = "~all"
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1", "hmac-md5")
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class SendingIp:
+    """One dedicated sending address of a host: the unit every gate and record is about."""
+
+    ip: IPAddress
+    pool: str
+    ptr: str  # the PTR name of the IP (lower case, no trailing dot)
+    host: str
+    helo: str  # the HELO name of the IP's transport; equals `ptr` unless the inventory says `helo:`
+    warmup_start: date | None = None
+    source: str = ""  # the file it was read from (for messages)
+
+    @property
+    def version(self) -> int:
+        return self.ip.version
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    spf_domain: str | None = None  # publish the pool's addresses here and `include:` it from domains
+
+
+@dataclass(frozen=True)
+class Dmarc:
+    """A DMARC policy (RFC 7489). Default: monitoring (p=none) with aggregate reports, relaxed alignment."""
+
+    p: str = "none"
+    rua: tuple[str, ...] = ()
+    sp: str | None = None
+    ruf: tuple[str, ...] = ()
+    adkim: str = "r"
+    aspf: str = "r"
+    pct: int = 100
+    fo: str | None = None
+
+    def record(self) -> str:
+        parts = ["v=DMARC1", f"p={self.p}"]
+        if self.sp is not None:
+            parts.append(f"sp={self.sp}")
+        if self.rua:
+            parts.append("rua=" + ",".join(self.rua))
+        if self.ruf:
+            parts.append("ruf=" + ",".join(self.ruf))
+        parts += [f"adkim={self.adkim}", f"aspf={self.aspf}"]
+        if self.pct != 100:
+            parts.append(f"pct={self.pct}")
+        if self.fo is not None:
+            parts.append(f"fo={self.fo}")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class MtaSts:
+    """MTA-STS (RFC 8461) for a domain that also receives mail: the TXT id follows the policy text."""
+
+    mode: str
+    mx: tuple[str, ...]
+    max_age: int = 604800
+
+    def policy_text(self) -> str:
+        lines = [
+            "version: STSv1",
+            f"mode: {self.mode}",
+            *(f"mx: {mx}" for mx in self.mx),
+            f"max_age: {self.max_age}",
+        ]
+        return "\r\n".join(lines) + "\r\n"
+
+    def policy_id(self) -> str:
+        return hashlib.sha256(self.policy_text().encode()).hexdigest()[:20]
+
+    def record(self) -> str:
+        return f"v=STSv1; id={self.policy_id()}"
+
+
+@dataclass(frozen=True)
+class TlsRpt:
+    rua: tuple[str, ...]
+
+    def record(self) -> str:
+        return "v=TLSRPTv1; rua=" + ",".join(self.rua)
+
+
+@dataclass(frozen=True)
+class SenderDomain:
+    name: str
+    pool: str
+    selectors: tuple[str, ...]
+    dmarc: Dmarc | None = field(default_factory=Dmarc)  # None: sendfleet does not manage _dmarc
+    mta_sts: MtaSts | None = None
+    tls_rpt: TlsRpt | None = None
+    spf_include: tuple[str, ...] = ()  # third parties also sending for the domain
+    spf_all: str = DEFAULT_SPF_ALL
+
+
+@dataclass(frozen=True)
+class TsigKey:
+    name: str
+    algorithm: str
+    secret: str = field(repr=False)  # base64; never printed
+
+
+@dataclass(frozen=True)
+class DnsUpdateSettings:
+    server: str
+    port: int
+    key: TsigKey | None
+
+
+@dataclass(frozen=True)
+class ResolverSettings:
+    nameservers: tuple[str, ...]  # empty: the system's resolvers
+    port: int = 53
+
+
+@dataclass(frozen=True)
+class VettedIp:
+    ip: IPAddress
+    pool: str
+    evidence: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    groups: tuple[str, ...]
+    sending_ips: tuple[SendingIp, ...]
+    vars: Mapping[str, Any]  # the host's merged variables (plain Python values)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path  # the inventory directory
+    hosts: Mapping[str, Host]
+    pools: Mapping[str, Pool]
+    sender_domains: Mapping[str, SenderDomain]
+    dns_zones: tuple[str, ...]
+    dns_update: DnsUpdateSettings | None
+    resolver: ResolverSettings
+    rdns_gate: RdnsGateMode
+    dkim_dir: Path
+    dns_ttl: int = DEFAULT_TTL
+    app_networks: tuple[IPNetwork, ...] = ()
+    admin_networks: tuple[IPNetwork, ...] = ()
+    vetted_ips: Mapping[str, tuple[VettedIp, ...]] = field(default_factory=dict)
+    vars: Mapping[str, Any] = field(default_factory=dict)  # merged global (`all`) variables
+
+    def sending_ips(self) -> list[SendingIp]:
+        """Every sending IP of every host, in host order then inventory order."""
+        return [sip for host in self.hosts.values() for sip in host.sending_ips]
+
+    def pool_ips(self, pool: str) -> list[SendingIp]:
+        return [sip for sip in self.sending_ips() if sip.pool == pool]
+
+    def find_ip(self, ip: str | IPAddress) -> SendingIp | None:
+        addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+        return next((sip for sip in self.sending_ips() if sip.ip == addr), None)
+
+    def group(self, name: str) -> list[Host]:
+        return [h for h in self.hosts.values() if name in h.groups]
+
+    def dkim_key_path(self, domain: str, selector: str) -> Path:
+        return self.dkim_dir / domain / f"{selector}.pem"
+
+    def domains_of_pool(self, pool: str) -> list[SenderDomain]:
+        return [d for d in self.sender_domains.values() if d.pool == pool]
+
+
+# --------------------------------------------------------------------------------------------- input
+
+
+@dataclass(frozen=True)
+class VarSource:
+    """Variables read from one place; `source` names it in messages (e.g. 'group_vars/all/pools.yml')."""
+
+    source: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class HostSource:
+    name: str
+    groups: tuple[str, ...]
+    vars: Sequence[VarSource]  # lowest precedence first
+
+
+class _Vars:
+    """Merged variables remembering where each top-level key came from."""
+
+    def __init__(self, sources: Sequence[VarSource]) -> None:
+        self.values: dict[str, Any] = {}
+        self.origin: dict[str, str] = {}
+        for src in sources:
+            for key, value in src.data.items():
+                self.values[str(key)] = value
+                self.origin[str(key)] = src.source
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def where(self, key: str) -> str:
+        return self.origin.get(key, "inventory")
+
+    def fail(self, key: str, message: str) -> UsageError:
+        return UsageError(f"{self.where(key)}: {key}: {message}")
+
+
+# ------------------------------------------------------------------------------------ value checkers
+
+
+def normalize_name(value: str) -> str:
+    """A domain name in the form the model uses: lower case, no trailing dot."""
+    return value.strip().lower().rstrip(".")
+
+
+def is_domain_name(value: str, *, allow_underscore: bool = True) -> bool:
+    name = normalize_name(value)
+    if not name or len(name) > 253:
+        return False
+    pattern = _LABEL if allow_underscore else _HOST_LABEL
+    return all(pattern.match(label) for label in name.split("."))
+
+
+class Vaulted:
+    """A value encrypted with ansible-vault: sendfleet cannot read it (it fails only if it is needed)."""
+
+    def __repr__(self) -> str:
+        return "<vault-encrypted>"
+
+
+def _str(value: Any, where: str) -> str:
+    if isinstance(value, Vaulted):
+        raise UsageError(
+            f"{where}: encrypted with ansible-vault, which sendfleet does not decrypt"
+            " (for dns_tsig_secret, set SENDFLEET_DNS_TSIG_SECRET in the environment instead)"
+        )
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise UsageError(f"{where}: expected a string, got {_kind(value)}")
+    text = str(value)
+    if "{{" in text or "{%" in text:
+        raise UsageError(f"{where}: Jinja templates are not evaluated by sendfleet; give the value itself")
+    return text
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise UsageError(f"{where}: expected a mapping, got {_kind(value)}")
+    return value
+
+
+def _list(value: Any, where: str, *, scalar_ok: bool = False) -> list[Any]:
+    if value is None:
+        return []
+    if scalar_ok and isinstance(value, str):
+        return [value]
+    if not isinstance(value, list | tuple):
+        raise UsageError(f"{where}: expected a list, got {_kind(value)}")
+    return list(value)
+
+
+def _int(value: Any, where: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise UsageError(f"{where}: expected an integer, got {_kind(value)}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise UsageError(f"{where}: expected an integer, got {value!r}") from None
+    if not lo <= number <= hi:
+        raise UsageError(f"{where}: {number} is outside {lo}..{hi}")
+    return number
+
+
+def _domain(value: Any, where: str, *, hostname: bool = False) -> str:
+    text = _str(value, where)
+    if not is_domain_name(text, allow_underscore=not hostname):
+        kind = "host name" if hostname else "domain name"
+        raise UsageError(f"{where}: {text!r} is not a valid {kind}")
+    return normalize_name(text)
+
+
+def _ip(value: Any, where: str) -> IPAddress:
+    text = _str(value, where)
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise UsageError(f"{where}: {text!r} is not an IP address") from None
+
+
+def _network(value: Any, where: str) -> IPNetwork:
+    text = _str(value, where)
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise UsageError(f"{where}: {text!r} is not a network (CIDR)") from None
+
+
+def _date(value: Any, where: str) -> date | None:
+    if value is None:
+        return None
+    if isinstance(value, date):
+        return value
+    text = _str(value, where)
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"{where}: {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _choice(value: Any, where: str, choices: Sequence[str]) -> str:
+    text = _str(value, where).strip().lower()
+    if text not in choices:
+        raise UsageError(f"{where}: {text!r} is not one of {', '.join(choices)}")
+    return text
+
+
+def _uri_list(value: Any, where: str) -> tuple[str, ...]:
+    uris = []
+    for i, item in enumerate(_list(value, where, scalar_ok=True)):
+        uri = _str(item, f"{where}[{i}]").strip()
+        if ":" not in uri:
+            uri = f"mailto:{uri}"  # a bare address
+        if not re.match(r"^(mailto:[^@\s,;]+@[^@\s,;]+|https://[^\s,;]+)$", uri):
+            raise UsageError(f"{where}[{i}]: {uri!r} is not a mailto: or https: URI")
+        uris.append(uri)
+    return tuple(uris)
+
+
+# ---------------------------------------------------------------------------------------- builders
+
+
+def _pools(v: _Vars) -> dict[str, Pool]:
+    raw = v.get("pools")
+    if raw is None:
+        return {}
+    where = f"{v.where('pools')}: pools"
+    if isinstance(raw, list | tuple):  # a plain list of names is accepted too
+        raw = {name: {} for name in raw}
+    pools: dict[str, Pool] = {}
+    for name, spec in _mapping(raw, where).items():
+        key = f"{where}.{name}"
+        if not isinstance(name, str) or not _POOL_NAME.match(name):
+            raise UsageError(f"{key}: pool names are letters, digits, '-' and '_'")
+        spec = _mapping(spec, key)
+        spf_domain = spec.get("spf_domain")
+        pools[name] = Pool(name, _domain(spf_domain, f"{key}.spf_domain") if spf_domain else None)
+    return pools
+
+
+def _dmarc(raw: Any, domain: str, where: str) -> Dmarc | None:
+    if raw is False:
+        return None
+    spec = _mapping(raw, where)
+    known = {"p", "sp", "rua", "ruf", "adkim", "aspf", "pct", "fo"}
+    for key in spec:
+        if key not in known:
+            raise UsageError(f"{where}.{key}: unknown DMARC setting (known: {', '.join(sorted(known))})")
+    policies = ("none", "quarantine", "reject")
+    rua = _uri_list(spec["rua"], f"{where}.rua") if "rua" in spec else (f"mailto:dmarc@{domain}",)
+    return Dmarc(
+        p=_choice(spec.get("p", "none"), f"{where}.p", policies),
+        sp=_choice(spec["sp"], f"{where}.sp", policies) if spec.get("sp") is not None else None,
+        rua=rua,
+        ruf=_uri_list(spec.get("ruf"), f"{where}.ruf"),
+        adkim=_choice(spec.get("adkim", "r"), f"{where}.adkim", ("r", "s")),
+        aspf=_choice(spec.get("aspf", "r"), f"{where}.aspf", ("r", "s")),
+        pct=_int(spec.get("pct", 100), f"{where}.pct", 0, 100),
+        fo=_str(spec["fo"], f"{where}.fo") if spec.get("fo") is not None else None,
+    )
+
+
+def _mta_sts(raw: Any, where: str) -> MtaSts | None:
+    if raw is None or raw is False:
+        return None
+    spec = _mapping(raw, where)
+    mx = tuple(
+        _str(m, f"{where}.mx[{i}]").strip().lower().rstrip(".")
+        for i, m in enumerate(_list(spec.get("mx"), f"{where}.mx"))
+    )
+    for i, m in enumerate(mx):
+        if not is_domain_name(m.removeprefix("*."), allow_underscore=False):
+            raise UsageError(f"{where}.mx[{i}]: {m!r} is not an MX host name")
+    mode = _choice(spec.get("mode", "testing"), f"{where}.mode", ("enforce", "testing", "none"))
+    if mode != "none" and not mx:
+        raise UsageError(f"{where}.mx: MTA-STS mode {mode} needs at least one MX pattern")
+    return MtaSts(
+        mode=mode, mx=mx, max_age=_int(spec.get("max_age", 604800), f"{where}.max_age", 86400, 31557600)
+    )
+
+
+def _sender_domains(v: _Vars, pools: Mapping[str, Pool]) -> dict[str, SenderDomain]:
+    raw = v.get("sender_domains")
+    where = f"{v.where('sender_domains')}: sender_domains"
+    domains: dict[str, SenderDomain] = {}
+    for name, spec in _mapping(raw, where).items():
+        domain = _domain(name, where)
+        key = f"{where}.{domain}"
+        spec = _mapping(spec, key)
+        pool = _str(spec.get("pool"), f"{key}.pool") if spec.get("pool") is not None else None
+        if pool is None:
+            raise UsageError(f"{key}.pool: missing (every sender domain sends through one pool)")
+        if pool not in pools:
+            raise UsageError(
+                f"{key}.pool: unknown pool {pool!r} (known: {', '.join(sorted(pools)) or 'none'})"
+            )
+        selectors = []
+        for i, sel in enumerate(_list(spec.get("selectors"), f"{key}.selectors", scalar_ok=True)):
+            selector = _str(sel, f"{key}.selectors[{i}]").strip().lower()
+            if not is_domain_name(selector) or selector.endswith("_domainkey"):
+                raise UsageError(f"{key}.selectors[{i}]: {selector!r} is not a valid DKIM selector")
+            if selector in selectors:
+                raise UsageError(f"{key}.selectors[{i}]: selector {selector!r} is listed twice")
+            selectors.append(selector)
+        tls_rpt = None
+        if spec.get("tls_rpt"):
+            tspec = _mapping(spec["tls_rpt"], f"{key}.tls_rpt")
+            rua = _uri_list(tspec.get("rua", f"mailto:tlsrpt@{domain}"), f"{key}.tls_rpt.rua")
+            tls_rpt = TlsRpt(rua)
+        includes = tuple(
+            _domain(d, f"{key}.spf_include[{i}]")
+            for i, d in enumerate(_list(spec.get("spf_include"), f"{key}.spf_include", scalar_ok=True))
+        )
+        known = {"pool", "selectors", "dmarc", "mta_sts", "tls_rpt", "spf_include", "spf_all"}
+        for extra in spec:
+            if extra not in known:
+                raise UsageError(f"{key}.{extra}: unknown setting (known: {', '.join(sorted(known))})")
+        domains[domain] = SenderDomain(
+            name=domain,
+            pool=pool,
+            selectors=tuple(selectors),
+            dmarc=_dmarc(spec.get("dmarc"), domain, f"{key}.dmarc"),
+            mta_sts=_mta_sts(spec.get("mta_sts"), f"{key}.mta_sts"),
+            tls_rpt=tls_rpt,
+            spf_include=includes,
+            spf_all=_choice(
+                spec.get("spf_all", DEFAULT_SPF_ALL), f"{key}.spf_all", ("-all", "~all", "?all", "+all")
+            ),
+        )
+    return domains
+
+
+def _sending_ips(host: HostSource, hv: _Vars, pools: Mapping[str, Pool]) -> tuple[SendingIp, ...]:
+    raw = hv.get("sending_ips")
+    where = f"{hv.where('sending_ips')}: sending_ips"
+    result = []
+    for i, item in enumerate(_list(raw, where)):
+        key = f"{where}[{i}]"
+        spec = _mapping(item, key)
+        if "ip" not in spec:
+            raise UsageError(f"{key}.ip: missing")
+        ip = _ip(spec["ip"], f"{key}.ip")
+        pool = _str(spec.get("pool"), f"{key}.pool") if spec.get("pool") is not None else None
+        if pool is None:
+            raise UsageError(f"{key}.pool: missing")
+        if pool not in pools:
+            raise UsageError(
+                f"{key}.pool: unknown pool {pool!r} (known: {', '.join(sorted(pools)) or 'none'})"
+            )
+        if spec.get("ptr") is None:
+            raise UsageError(f"{key}.ptr: missing (the PTR and HELO name of {ip})")
+        ptr = _domain(spec["ptr"], f"{key}.ptr", hostname=True)
+        helo = _domain(spec["helo"], f"{key}.helo", hostname=True) if spec.get("helo") is not None else ptr
+        result.append(
+            SendingIp(
+                ip=ip,
+                pool=pool,
+                ptr=ptr,
+                host=host.name,
+                helo=helo,
+                warmup_start=_date(spec.get("warmup_start"), f"{key}.warmup_start"),
+                source=hv.where("sending_ips"),
+            )
+        )
+    return tuple(result)
+
+
+def _vetted(v: _Vars, pools: Mapping[str, Pool]) -> dict[str, tuple[VettedIp, ...]]:
+    where = f"{v.where('vetted_ips')}: vetted_ips"
+    vetted: dict[str, tuple[VettedIp, ...]] = {}
+    for pool, items in _mapping(v.get("vetted_ips"), where).items():
+        if pool not in pools:
+            raise UsageError(f"{where}.{pool}: unknown pool {pool!r}")
+        entries = []
+        for i, item in enumerate(_list(items, f"{where}.{pool}")):
+            spec = _mapping(item, f"{where}.{pool}[{i}]")
+            ip = _ip(spec.get("ip"), f"{where}.{pool}[{i}].ip")
+            entries.append(VettedIp(ip, str(pool), {k: val for k, val in spec.items() if k != "ip"}))
+        vetted[str(pool)] = tuple(entries)
+    return vetted
+
+
+def _dns_update(v: _Vars) -> DnsUpdateSettings | None:
+    server = v.get("dns_update_server")
+    if server is None or server == "":
+        return None
+    server_text = _str(server, f"{v.where('dns_update_server')}: dns_update_server").strip()
+    port = _int(v.get("dns_update_port", 53), f"{v.where('dns_update_port')}: dns_update_port", 1, 65535)
+    key = None
+    if v.get("dns_tsig_secret") is not None or v.get("dns_tsig_key_name") is not None:
+        for needed in ("dns_tsig_key_name", "dns_tsig_secret"):
+            if v.get(needed) is None:
+                raise v.fail(needed, "missing (TSIG needs both dns_tsig_key_name and dns_tsig_secret)")
+        secret = _str(v.get("dns_tsig_secret"), f"{v.where('dns_tsig_secret')}: dns_tsig_secret").strip()
+        try:
+            base64.b64decode(secret, validate=True)
+        except (binascii.Error, ValueError):
+            raise v.fail("dns_tsig_secret", "not valid base64 (value not shown)") from None
+        key = TsigKey(
+            name=_domain(v.get("dns_tsig_key_name"), f"{v.where('dns_tsig_key_name')}: dns_tsig_key_name"),
+            algorithm=_choice(
+                v.get("dns_tsig_algorithm", "hmac-sha256"),
+                f"{v.where('dns_tsig_algorithm')}: dns_tsig_algorithm",
+                TSIG_ALGORITHMS,
+            ),
+            secret=secret,
+        )
+    return DnsUpdateSettings(server=server_text, port=port, key=key)
+
+
+def _resolver(v: _Vars) -> ResolverSettings:
+    where = f"{v.where('dns_resolver')}: dns_resolver"
+    servers = tuple(
+        str(_ip(s, f"{where}[{i}]"))
+        for i, s in enumerate(_list(v.get("dns_resolver"), where, scalar_ok=True))
+    )
+    port = _int(
+        v.get("dns_resolver_port", 53), f"{v.where('dns_resolver_port')}: dns_resolver_port", 1, 65535
+    )
+    return ResolverSettings(servers, port)
+
+
+def build_inventory(path: Path, global_vars: Sequence[VarSource], hosts: Sequence[HostSource]) -> Inventory:
+    """Validate the variables and build the model. Raises UsageError naming the file and key."""
+    v = _Vars(global_vars)
+    pools = _pools(v)
+    domains = _sender_domains(v, pools)
+
+    zones_where = f"{v.where('dns_zones')}: dns_zones"
+    zones = tuple(
+        _domain(z, f"{zones_where}[{i}]") for i, z in enumerate(_list(v.get("dns_zones"), zones_where))
+    )
+
+    gate = _choice(v.get("rdns_gate", "enforce"), f"{v.where('rdns_gate')}: rdns_gate", ("enforce", "warn"))
+    dkim_raw = v.get("dkim_keys_dir")
+    dkim_dir = path / "dkim"
+    if dkim_raw is not None:
+        dkim_path = Path(_str(dkim_raw, f"{v.where('dkim_keys_dir')}: dkim_keys_dir"))
+        dkim_dir = dkim_path if dkim_path.is_absolute() else path / dkim_path
+
+    built_hosts: dict[str, Host] = {}
+    seen: dict[IPAddress, SendingIp] = {}
+    for hsrc in hosts:
+        hv = _Vars([*global_vars, *hsrc.vars])
+        ips = _sending_ips(hsrc, hv, pools)
+        for sip in ips:
+            if sip.ip in seen:
+                other = seen[sip.ip]
+                raise UsageError(
+                    f"{sip.source}: sending_ips: {sip.ip} is also assigned to host {other.host}"
+                    f" ({other.source})"
+                )
+            seen[sip.ip] = sip
+        built_hosts[hsrc.name] = Host(hsrc.name, hsrc.groups, ips, dict(hv.values))
+
+    nets: dict[str, tuple[IPNetwork, ...]] = {}
+    for key in ("app_networks", "admin_networks"):
+        where = f"{v.where(key)}: {key}"
+        nets[key] = tuple(_network(n, f"{where}[{i}]") for i, n in enumerate(_list(v.get(key), where)))
+
+    return Inventory(
+        path=path,
+        hosts=built_hosts,
+        pools=pools,
+        sender_domains=domains,
+        dns_zones=zones,
+        dns_update=_dns_update(v),
+        resolver=_resolver(v),
+        rdns_gate="warn" if gate == "warn" else "enforce",
+        dkim_dir=dkim_dir,
+        dns_ttl=_int(v.get("dns_ttl", DEFAULT_TTL), f"{v.where('dns_ttl')}: dns_ttl", 1, 604800),
+        app_networks=nets["app_networks"],
+        admin_networks=nets["admin_networks"],
+        vetted_ips=_vetted(v, pools),
+        vars=dict(v.values),
+    )
+
+
+def zone_for(name: str, zones: Sequence[str]) -> str | None:
+    """The longest zone among `zones` that contains `name` (None: not a zone we publish in)."""
+    name = normalize_name(name)
+    best: str | None = None
+    for zone in zones:
+        z = normalize_name(zone)
+        if (name == z or name.endswith("." + z)) and (best is None or len(z) > len(best)):
+            best = z
+    return best
+
+
+def iter_pool_networks(ips: Sequence[SendingIp]) -> Iterator[IPNetwork]:
+    """The pool's addresses as the fewest CIDR blocks covering exactly them (IPv4 first)."""
+    v4 = sorted({s.ip for s in ips if isinstance(s.ip, ipaddress.IPv4Address)})
+    v6 = sorted({s.ip for s in ips if isinstance(s.ip, ipaddress.IPv6Address)})
+    yield from ipaddress.collapse_addresses(ipaddress.IPv4Network(a) for a in v4)
+    yield from ipaddress.collapse_addresses(ipaddress.IPv6Network(a) for a in v6)

@@ -1,0 +1,144 @@
+"""Publish a plan by RFC 2136 dynamic update signed with TSIG, sending only what differs.
+
+Steps: ask the authoritative server what it holds at every planned name (and at every name published
+before and no longer planned), diff (sendfleet.core.dnsdiff), send one UPDATE per zone, then remember
+what sendfleet now manages in <inventory>/.sendfleet/dns-published.json (so a record dropped from the
+inventory is deleted next time; Ansible ignores hidden folders in inventory directories).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.exception
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.update
+
+from sendfleet.core.dnsdiff import Change, ManagedKey, diff, managed_key, presentation, prune_keys
+from sendfleet.core.inventory import DnsUpdateSettings, Inventory
+from sendfleet.core.records import Plan
+from sendfleet.dns.resolve import Authoritative, tsig_key
+from sendfleet.errors import CannotCheckError, UsageError
+from sendfleet.yamlfile import write_atomic
+
+STATE_FILE = Path(".sendfleet") / "dns-published.json"
+
+
+@dataclass
+class ApplyResult:
+    changes: list[Change]
+    sent: bool  # the changes were sent (not a dry run, and there were some)
+    zones: list[str] = field(default_factory=list)
+
+
+def state_path(inv: Inventory) -> Path:
+    return inv.path / STATE_FILE
+
+
+def read_state(inv: Inventory) -> list[ManagedKey]:
+    path = state_path(inv)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [ManagedKey(r["zone"], r["name"], r["type"], r.get("match", "")) for r in data["records"]]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(
+            f"{path}: unreadable state of published records ({err}); delete it to start over"
+        ) from None
+
+
+def write_state(inv: Inventory, keys: Sequence[ManagedKey]) -> None:
+    records = [k.as_dict() for k in sorted(set(keys))]
+    text = json.dumps({"version": 1, "records": records}, indent=1) + "\n"
+    path = state_path(inv)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except OSError:
+        pass
+    write_atomic(path, text, mode=0o644)
+
+
+def _settings(inv: Inventory) -> DnsUpdateSettings:
+    if inv.dns_update is None:
+        raise UsageError(
+            f"{inv.path}: dns_update_server is not set: nothing to apply to (use 'sendfleet dns plan')"
+        )
+    if inv.dns_update.key is None:
+        raise UsageError(f"{inv.path}: dns_tsig_key_name/dns_tsig_secret are not set: updates must be signed")
+    if not inv.dns_zones:
+        raise UsageError(f"{inv.path}: dns_zones is empty: no zone to publish in")
+    return inv.dns_update
+
+
+def compute_changes(inv: Inventory, plan: Plan) -> tuple[list[Change], list[ManagedKey]]:
+    """The diff against the authoritative server, and the keys sendfleet will manage after applying it."""
+    settings = _settings(inv)
+    previously = read_state(inv)
+    publishable = plan.publishable()
+    prune = [k for k in prune_keys(plan.records, previously) if k.zone in inv.dns_zones]
+    wanted = {r.key for r in publishable} | {(k.name, k.rtype) for k in prune}
+    with Authoritative(settings.server, settings.port, settings.key) as auth:
+        current = auth.current(wanted)
+    changes = diff(publishable, current, prune)
+    errored = {(r.name, r.rtype) for r in plan.records if r.error is not None}
+    keep = [managed_key(r) for r in publishable] + [k for k in previously if (k.name, k.rtype) in errored]
+    return changes, keep
+
+
+def send(settings: DnsUpdateSettings, changes: Sequence[Change]) -> list[str]:
+    """One signed UPDATE per zone; CannotCheckError if the server refuses. Returns the zones updated."""
+    assert settings.key is not None
+    key = tsig_key(settings.key)
+    zones: dict[str, list[Change]] = {}
+    for change in changes:
+        zones.setdefault(change.zone, []).append(change)
+    for zone, zchanges in zones.items():
+        upd = dns.update.UpdateMessage(zone + ".", keyring=key)
+        for ch in zchanges:
+            name = dns.name.from_text(ch.name + ".")
+            rdtype = dns.rdatatype.from_text(ch.rtype)
+            if ch.delete_rrset:
+                upd.delete(name, rdtype)
+            else:
+                for value in ch.delete:
+                    upd.delete(name, _rdata(ch.rtype, value))
+            if ch.add:
+                upd.add(name, ch.ttl, *(_rdata(ch.rtype, v) for v in ch.add))
+        try:
+            response = dns.query.tcp(upd, settings.server, port=settings.port, timeout=15)
+        except (OSError, EOFError, dns.exception.DNSException) as err:
+            raise CannotCheckError(
+                f"update of zone {zone} at {settings.server} port {settings.port} failed:"
+                f" {err or type(err).__name__}"
+            ) from None
+        rcode = response.rcode()
+        if rcode != dns.rcode.NOERROR:
+            raise CannotCheckError(
+                f"update of zone {zone} at {settings.server} port {settings.port} refused:"
+                f" {dns.rcode.to_text(rcode)}"
+                " (check dns_zones, the TSIG key and the server's update ACL)"
+            )
+    return sorted(zones)
+
+
+def _rdata(rtype: str, value: str) -> dns.rdata.Rdata:
+    return dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rtype), presentation(rtype, value))
+
+
+def apply(inv: Inventory, plan: Plan, *, dry_run: bool = False) -> ApplyResult:
+    changes, keep = compute_changes(inv, plan)
+    if dry_run:
+        return ApplyResult(changes, sent=False)
+    zones = send(_settings(inv), changes) if changes else []
+    write_state(inv, keep)
+    return ApplyResult(changes, sent=bool(changes), zones=zones)
