@@ -6,6 +6,7 @@ then rename, so a reader sees the old file or the new one and never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -68,10 +69,8 @@ def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 

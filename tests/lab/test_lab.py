@@ -70,7 +70,8 @@ import smtplib, ssl
 s = smtplib.SMTP('sink.lab.test', 25, local_hostname='mta2.lab.test', source_address=('198.51.100.11', 0))
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
 s.starttls(context=ctx); s.ehlo('mta2.lab.test')
-s.sendmail('probe@shop.test', ['someone@gmail.test'], 'From: probe@shop.test\\r\\nTo: someone@gmail.test\\r\\nSubject: {tag}\\r\\n\\r\\nhi\\r\\n')
+body = 'From: probe@shop.test\\r\\nTo: someone@gmail.test\\r\\nSubject: {tag}\\r\\n\\r\\nhi\\r\\n'
+s.sendmail('probe@shop.test', ['someone@gmail.test'], body)
 s.quit()
 EOF"""
     lab.ssh("mta2", script)
@@ -96,11 +97,11 @@ def test_lab_up_twice_is_a_no_op(lab: LabHandle) -> None:
 
 
 def test_lab_range_overlapping_the_machine_is_refused(lab: LabHandle) -> None:
-    with pytest.raises(UsageError, match="192.0.2.0/24"):
+    with pytest.raises(UsageError, match=r"192\.0\.2\.0/24"):
         LabConfig(network="192.0.2.0/24")
     # the running lab's bridge holds 198.51.100.0/24: another lab on it would overlap
     other = LabConfig(bridge="sfl9")
-    with pytest.raises(UsageError, match="overlaps 198.51.100"):
+    with pytest.raises(UsageError, match=r"overlaps 198\.51\.100"):
         network.check_no_overlap(other)
 
 

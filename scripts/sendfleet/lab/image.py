@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from sendfleet.lab.system import LabError, run
@@ -77,7 +78,7 @@ rm -rf /var/lib/apt/lists/*
         resolv.unlink(missing_ok=True)
 
 
-def _build(images_dir: Path, name: str, make: callable) -> Path:  # type: ignore[valid-type]
+def _build(images_dir: Path, name: str, make: Callable[[Path], None]) -> Path:
     final = images_dir / name
     if (final / ".sendfleet-image").exists():
         return final
@@ -97,7 +98,7 @@ def _build(images_dir: Path, name: str, make: callable) -> Path:  # type: ignore
     return final
 
 
-def ensure_images(images_dir: Path, log: callable = print) -> dict[str, Path]:  # type: ignore[valid-type]
+def ensure_images(images_dir: Path, log: Callable[[str], None] = print) -> dict[str, Path]:
     """Return {"base": path, "sink": path}, building what is missing or out of date."""
     images_dir.mkdir(parents=True, exist_ok=True)
     base_id = recipe_hash(base_recipe())

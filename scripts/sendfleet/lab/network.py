@@ -24,7 +24,7 @@ def check_no_overlap(cfg: LabConfig) -> None:
     ours = (cfg.net4, cfg.net6)
     for dev, net in machine_networks(exclude_dev=cfg.bridge):
         for lab_net in ours:
-            if net.version == lab_net.version and net.overlaps(lab_net):  # type: ignore[arg-type]
+            if net.version == lab_net.version and net.overlaps(lab_net):
                 raise UsageError(
                     f"lab range {lab_net} overlaps {net} on {dev}, which this machine already uses; "
                     "choose another with --network/--network6"

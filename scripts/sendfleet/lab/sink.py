@@ -13,8 +13,8 @@ from pathlib import Path
 
 from sendfleet.lab.config import DEFAULT_STATE_DIR
 from sendfleet.lab.lab import running_config
-from sendfleet.lab.zonedata import SINK_SPOOL
 from sendfleet.lab.system import LabError
+from sendfleet.lab.zonedata import SINK_SPOOL
 
 
 @dataclass(frozen=True)
