@@ -87,9 +87,7 @@ class _Reader:
             candidates += sorted(
                 p
                 for p in sub.rglob("*")
-                if p.is_file()
-                and p.suffix in YAML_SUFFIXES
-                and not any(part.startswith(".") for part in p.parts)
+                if p.is_file() and p.suffix in YAML_SUFFIXES and not any(part.startswith(".") for part in p.parts)
             )
         for path in candidates:
             src = self.vars_file(path)
@@ -146,9 +144,7 @@ def load_inventory(path: Path) -> Inventory:
         raise UsageError(f"{path}: no such inventory directory")
     reader = _Reader(root)
     sources = (
-        [path]
-        if path.is_file()
-        else sorted(p for p in root.iterdir() if p.is_file() and p.suffix in YAML_SUFFIXES)
+        [path] if path.is_file() else sorted(p for p in root.iterdir() if p.is_file() and p.suffix in YAML_SUFFIXES)
     )
     if not sources:
         raise UsageError(f"{root}: no YAML inventory file (hosts.yml) in this directory")
@@ -173,9 +169,7 @@ def load_inventory(path: Path) -> Inventory:
             inline_origin.setdefault(f"host:{host}", where)
 
     gv_dir, hv_dir = root / "group_vars", root / "host_vars"
-    global_vars = [
-        VarSource(f"{inline_origin.get('all', 'hosts.yml')} (all.vars)", group_vars.get("all", {}))
-    ]
+    global_vars = [VarSource(f"{inline_origin.get('all', 'hosts.yml')} (all.vars)", group_vars.get("all", {}))]
     global_vars += reader.vars_of(gv_dir, "all")
     env_secret = os.environ.get(TSIG_SECRET_ENV)
     if env_secret:
@@ -189,17 +183,12 @@ def load_inventory(path: Path) -> Inventory:
         for g in member:  # a host is in the ancestors of its groups too
             expanded += [p for p in groups.get(g, ()) if p != "all"] + [g]
         hgroups = tuple(dict.fromkeys(expanded))
-        layers = [
-            VarSource(f"{inline_origin.get(g, 'hosts.yml')} ({g}.vars)", group_vars.get(g, {}))
-            for g in hgroups
-        ]
+        layers = [VarSource(f"{inline_origin.get(g, 'hosts.yml')} ({g}.vars)", group_vars.get(g, {})) for g in hgroups]
         layers = [global_vars[0], *layers, *global_vars[1:]]
         for g in hgroups:
             layers += file_group_vars.get(g, [])
         layers.append(
-            VarSource(
-                f"{inline_origin.get(f'host:{host}', 'hosts.yml')} (host {host})", host_vars.get(host, {})
-            )
+            VarSource(f"{inline_origin.get(f'host:{host}', 'hosts.yml')} (host {host})", host_vars.get(host, {}))
         )
         layers += reader.vars_of(hv_dir, host)
         if env_secret:

@@ -51,9 +51,7 @@ def register(sub: Any) -> None:
     common(p, ("table", "json"))
     p.set_defaults(func=cmd_check)
 
-    p = verbs.add_parser(
-        "gate", help="the FCrDNS gate per sending IP (used by the sending_ips/postfix roles)"
-    )
+    p = verbs.add_parser("gate", help="the FCrDNS gate per sending IP (used by the sending_ips/postfix roles)")
     common(p, ("table", "json"))
     p.add_argument("--host", help="only the sending IPs of this inventory host")
     p.set_defaults(func=cmd_gate)
@@ -81,6 +79,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             "changed": result.sent,
             "dry_run": bool(args.dry_run),
             "changes": [c.as_dict() for c in result.changes],
+            "lines": [line for c in result.changes for line in c.lines()],
             "zones": result.zones,
             "outside": [r.as_dict() for r in outside],
             "problems": [p.as_dict() for p in problems],
@@ -96,9 +95,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 sys.stdout.write(f"{line}\n")
         sys.stdout.write(f"{len(result.changes)} RRset change(s) {verb}\n")
     if outside:
-        sys.stdout.write(
-            f"{len(outside)} record(s) outside dns_zones: ask your provider (see 'sendfleet dns plan')\n"
-        )
+        sys.stdout.write(f"{len(outside)} record(s) outside dns_zones: ask your provider (see 'sendfleet dns plan')\n")
     for p in problems:
         sys.stderr.write(f"{p.status}: {p.subject}: {p.message}\n")
     return EXIT_OK

@@ -16,9 +16,7 @@ from sendfleet.core.records import Plan, PlannedRecord
 
 def _compare(rec: PlannedRecord, lookup: Lookup) -> Finding:
     answer = lookup(rec.name, rec.rtype)
-    where = (
-        "ask your IP provider / DNS host to publish it" if rec.zone is None else "run 'sendfleet dns apply'"
-    )
+    where = "ask your IP provider / DNS host to publish it" if rec.zone is None else "run 'sendfleet dns apply'"
     label = f"{rec.name} {rec.rtype}"
     if answer.status == "error":
         return Finding("error", rec.subject, rec.purpose, f"{label}: lookup failed ({answer.detail})")
@@ -30,29 +28,23 @@ def _compare(rec: PlannedRecord, lookup: Lookup) -> Finding:
         shown = "; ".join(sorted(have))
         if len(shown) > 200:
             shown = shown[:200] + "..."
-        return Finding(
-            "error", rec.subject, rec.purpose, f"{label}: published value differs from the plan: {shown}"
-        )
+        return Finding("error", rec.subject, rec.purpose, f"{label}: published value differs from the plan: {shown}")
     return Finding("ok", rec.subject, rec.purpose, f"{label}: published as planned")
 
 
 def gate(inv: Inventory, lookup: Lookup, host: str | None = None) -> list[GateVerdict]:
     """The FCrDNS gate for every sending IP (of one host)."""
-    return [
-        evaluate(sip, lookup, inv.rdns_gate) for sip in inv.sending_ips() if host is None or sip.host == host
-    ]
+    return [evaluate(sip, lookup, inv.rdns_gate) for sip in inv.sending_ips() if host is None or sip.host == host]
 
 
 def gate_findings(verdicts: list[GateVerdict]) -> list[Finding]:
     findings = []
     for v in verdicts:
         if v.fcrdns:
-            findings.append(
-                Finding("ok", v.ip, "fcrdns", f"PTR {v.ptr} resolves back and equals the HELO name")
-            )
+            findings.append(Finding("ok", v.ip, "fcrdns", f"PTR {v.ptr} resolves back and equals the HELO name"))
         else:
             status: Status = "warning" if v.passed else "error"
-            suffix = " (rdns_gate: warn, kept in its pool)" if v.passed else f" (left out of pool {v.pool})"
+            suffix = f" (rdns_gate: {v.mode}, kept in its pool)" if v.passed else f" (left out of pool {v.pool})"
             findings.append(Finding(status, v.ip, "fcrdns", "; ".join(v.reasons) + suffix))
     return findings
 
@@ -74,9 +66,7 @@ def check(inv: Inventory, plan: Plan, lookup: Lookup) -> list[Finding]:
             name = f"{sel}._domainkey.{domain.name}"
             answer = lookup(name, "TXT")
             if answer.status == "error":
-                findings.append(
-                    Finding("error", subject, "dkim", f"{name} TXT lookup failed ({answer.detail})")
-                )
+                findings.append(Finding("error", subject, "dkim", f"{name} TXT lookup failed ({answer.detail})"))
                 continue
             planned = planned_keys.get(subject)
             expected = None
@@ -86,9 +76,7 @@ def check(inv: Inventory, plan: Plan, lookup: Lookup) -> list[Finding]:
         if domain.dmarc is not None:
             answer = lookup(f"_dmarc.{domain.name}", "TXT")
             if answer.status == "error":
-                findings.append(
-                    Finding("error", domain.name, "dmarc", f"_dmarc lookup failed ({answer.detail})")
-                )
+                findings.append(Finding("error", domain.name, "dmarc", f"_dmarc lookup failed ({answer.detail})"))
             else:
                 findings += dmarc.lint(domain.name, answer.values)
         if domain.selectors and domain.dmarc is not None:

@@ -36,17 +36,13 @@ def public_from_private_pem(pem: bytes) -> DkimPublic:
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except TypeError:
-        raise DkimKeyError(
-            "the private key is encrypted (sendfleet needs it unencrypted on the controller)"
-        ) from None
+        raise DkimKeyError("the private key is encrypted (sendfleet needs it unencrypted on the controller)") from None
     except (ValueError, UnsupportedAlgorithm) as err:
         raise DkimKeyError(
             f"not a PEM private key ({str(err).splitlines()[0] if str(err) else 'unreadable'})"
         ) from None
     if isinstance(key, rsa.RSAPrivateKey):
-        der = key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         return DkimPublic("rsa", key.key_size, base64.b64encode(der).decode())
     if isinstance(key, ed25519.Ed25519PrivateKey):
         raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -122,9 +118,7 @@ def lint(
     if not records:
         return [Finding("error", subject, check, "no DKIM record")]
     if len(records) > 1:
-        return [
-            Finding("error", subject, check, f"{len(records)} TXT records at the selector (one expected)")
-        ]
+        return [Finding("error", subject, check, f"{len(records)} TXT records at the selector (one expected)")]
     try:
         tags = parse_tags(records[0])
     except ValueError as err:
@@ -143,24 +137,16 @@ def lint(
         return [Finding("error", subject, check, str(err))]
     findings: list[Finding] = []
     if key_type == "rsa" and bits < MIN_BITS:
-        findings.append(
-            Finding("error", subject, check, f"RSA key of {bits} bits (at least {MIN_BITS} needed)")
-        )
+        findings.append(Finding("error", subject, check, f"RSA key of {bits} bits (at least {MIN_BITS} needed)"))
     elif key_type == "rsa" and bits < RECOMMENDED_BITS:
-        findings.append(
-            Finding("warning", subject, check, f"RSA key of {bits} bits ({RECOMMENDED_BITS} recommended)")
-        )
+        findings.append(Finding("warning", subject, check, f"RSA key of {bits} bits ({RECOMMENDED_BITS} recommended)"))
     if "y" in [f.strip() for f in tags.get("t", "").split(":")]:
-        findings.append(
-            Finding("warning", subject, check, "t=y: testing mode, receivers may ignore the signature")
-        )
+        findings.append(Finding("warning", subject, check, "t=y: testing mode, receivers may ignore the signature"))
     hashes = [h.strip().lower() for h in tags.get("h", "sha256").split(":")]
     if "sha256" not in hashes:
         findings.append(Finding("error", subject, check, f"h={tags['h']}: sha256 not allowed"))
     if expected_p is not None and p != expected_p:
-        findings.append(
-            Finding("error", subject, check, "published key differs from the controller's private key")
-        )
+        findings.append(Finding("error", subject, check, "published key differs from the controller's private key"))
     if not any(f.status == "error" for f in findings):
         findings.append(Finding("ok", subject, check, f"DKIM {key_type} key of {bits} bits published"))
     return findings

@@ -45,29 +45,20 @@ def lint(domain: str, txt_values: Sequence[str]) -> list[Finding]:
         if not tags["pct"].isdigit() or int(tags["pct"]) > 100:
             findings.append(Finding("error", domain, check, f"pct={tags['pct']}: not 0..100"))
         elif int(tags["pct"]) < 100:
-            findings.append(
-                Finding("warning", domain, check, f"pct={tags['pct']}: policy applies to part of the mail")
-            )
+            findings.append(Finding("warning", domain, check, f"pct={tags['pct']}: policy applies to part of the mail"))
     for tag in ("rua", "ruf"):
         for uri in filter(None, (u.strip() for u in tags.get(tag, "").split(","))):
             if not _URI.match(uri):
-                findings.append(
-                    Finding("error", domain, check, f"{tag}: {uri!r} is not a mailto:/https: URI")
-                )
+                findings.append(Finding("error", domain, check, f"{tag}: {uri!r} is not a mailto:/https: URI"))
             elif uri.lower().startswith("mailto:"):
                 target = uri.split("@", 1)[1].split("!", 1)[0].lower()
-                if (
-                    target != domain
-                    and not target.endswith("." + domain)
-                    and not domain.endswith("." + target)
-                ):
+                if target != domain and not target.endswith("." + domain) and not domain.endswith("." + target):
                     findings.append(
                         Finding(
                             "warning",
                             domain,
                             check,
-                            f"{tag} goes to {target}: it must publish"
-                            f" {domain}._report._dmarc.{target} (RFC 7489 7.1)",
+                            f"{tag} goes to {target}: it must publish {domain}._report._dmarc.{target} (RFC 7489 7.1)",
                         )
                     )
     if "rua" not in tags:

@@ -136,14 +136,10 @@ def diff(
         add = tuple(v for v in want if v not in have_set)
         if not delete and not add:  # duplicates only: rewrite the RRset
             changes.append(
-                Change(
-                    rec.zone, rec.name, rec.rtype, rec.ttl, (), tuple(want), True, rec.purpose, rec.subject
-                )
+                Change(rec.zone, rec.name, rec.rtype, rec.ttl, (), tuple(want), True, rec.purpose, rec.subject)
             )
             continue
-        changes.append(
-            Change(rec.zone, rec.name, rec.rtype, rec.ttl, delete, add, False, rec.purpose, rec.subject)
-        )
+        changes.append(Change(rec.zone, rec.name, rec.rtype, rec.ttl, delete, add, False, rec.purpose, rec.subject))
     for key in sorted(set(prune)):
         cur = current.get((key.name, key.rtype), Current(None, ()))
         match = key.match or None
@@ -152,9 +148,7 @@ def diff(
             continue
         whole = match is None
         changes.append(
-            Change(
-                key.zone, key.name, key.rtype, cur.ttl or 0, gone, (), whole, "no longer planned", key.name
-            )
+            Change(key.zone, key.name, key.rtype, cur.ttl or 0, gone, (), whole, "no longer planned", key.name)
         )
     return changes
 

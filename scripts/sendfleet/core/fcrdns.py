@@ -5,7 +5,8 @@ An IP passes when, as a resolver sees it:
   2. the PTR name does not look generic (digits of the IP in it, or words like dyn/dhcp/pool/static);
   3. that name resolves (A for IPv4, AAAA for IPv6) back to the IP;
   4. that name equals the HELO name of the IP's transport (and the inventory's `ptr`).
-With `rdns_gate: warn` a failing IP still passes (`passed` true) but keeps its reasons and `fcrdns` false.
+With `rdns_gate: warn` (or `off`) a failing IP still passes (`passed` true) but keeps its reasons and
+`fcrdns` false.
 The `sending_ips`/`postfix` roles call `sendfleet dns gate --format json` and keep the IPs with `passed`.
 """
 
@@ -116,11 +117,7 @@ def generic_reasons(name: str, ip: IPAddress) -> list[str]:
         nonzero = Counter(h for h in hextets if h != "0")
         found = sum((Counter(t.lstrip("0") or "0" for t in tokens) & nonzero).values())
         compact = ip.exploded.replace(":", "")
-        if (
-            found >= 3
-            or compact[-12:] in name.replace("-", "")
-            or compact[-12:][::-1] in name.replace(".", "")
-        ):
+        if found >= 3 or compact[-12:] in name.replace("-", "") or compact[-12:][::-1] in name.replace(".", ""):
             reasons.append(f"PTR name {name} looks generic (built from the digits of {ip})")
     return reasons
 
@@ -138,8 +135,7 @@ def evaluate(sip: SendingIp, lookup: Lookup, mode: RdnsGateMode = "enforce") -> 
         reasons.append("no PTR record")
     elif len(ptr_answer.values) > 1:
         reasons.append(
-            f"{len(ptr_answer.values)} PTR records ({', '.join(sorted(ptr_answer.values))});"
-            " exactly one needed"
+            f"{len(ptr_answer.values)} PTR records ({', '.join(sorted(ptr_answer.values))}); exactly one needed"
         )
         ptr = sorted(ptr_answer.values)[0]
     else:
@@ -173,7 +169,7 @@ def evaluate(sip: SendingIp, lookup: Lookup, mode: RdnsGateMode = "enforce") -> 
         ptr=ptr,
         helo=sip.helo,
         fcrdns=fcrdns,
-        passed=fcrdns or mode == "warn",
+        passed=fcrdns or mode != "enforce",
         reasons=tuple(reasons),
         mode=mode,
         answered=answered,

@@ -9,7 +9,8 @@ Variables read (Ansible semantics: a later source replaces a whole top-level key
 
 Global (from `all` vars in hosts.yml and group_vars/all.yml or group_vars/all/*.yml):
   pools:            {NAME: {spf_domain: optional name publishing the pool's ip4/ip6 for `include:`}}
-  sender_domains:   {DOMAIN: {pool, selectors: [..], dmarc: {p, sp, rua, ruf, adkim, aspf, pct, fo} | false,
+  sender_domains:   {DOMAIN: {pool, selectors: [..], signing_selector (optional),
+                              dmarc: {p, sp, rua, ruf, adkim, aspf, pct, fo} | false,
                               mta_sts: {mode, mx: [..], max_age}, tls_rpt: {rua: [..]},
                               spf_include: [..], spf_all: "~all"|"-all"}}
   vetted_ips:       {POOL: [{ip, ...evidence}]}   (written by `sendfleet vet --admit`)
@@ -20,12 +21,14 @@ Global (from `all` vars in hosts.yml and group_vars/all.yml or group_vars/all/*.
   dns_resolver:     address or list of addresses of the resolver that checks what the world sees
                     (default: the system's resolvers); dns_resolver_port (53)
   dns_ttl:          TTL of the records sendfleet publishes (default 3600)
-  rdns_gate:        enforce (default: an IP failing FCrDNS leaves every pool) | warn (reported only)
+  rdns_gate:        enforce (default: an IP failing FCrDNS leaves every pool) | warn (reported, kept)
+                    | off (not applied; YAML 1.1 `off`, i.e. false, means off too)
   dkim_keys_dir:    controller-side DKIM keys, <dir>/<domain>/<selector>.pem (default <inventory>/dkim;
                     a relative path is relative to the inventory directory)
 
 Per host (host_vars/<host>.yml, host_vars/<host>/*.yml, inline host vars, group vars of its groups):
-  sending_ips:      [{ip, pool, ptr, warmup_start (optional date), helo (optional, defaults to ptr)}]
+  sending_ips:      [{ip, pool, ptr, warmup_start (optional date), helo (optional, defaults to ptr),
+                      weight (optional, 1..100, default 1: repeats in the pool's random choice)}]
 
 Any problem raises UsageError naming the file and the key (e.g. "host_vars/mta1.yml: sending_ips[2].pool:
 unknown pool 'bulk' (known: marketing, transactional)").
@@ -48,7 +51,7 @@ from sendfleet.errors import UsageError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-RdnsGateMode = Literal["enforce", "warn"]
+RdnsGateMode = Literal["enforce", "warn", "off"]
 
 DEFAULT_TTL = 3600
 DEFAULT_SPF_ALL = "~all"
@@ -73,6 +76,7 @@ class SendingIp:
     helo: str  # the HELO name of the IP's transport; equals `ptr` unless the inventory says `helo:`
     warmup_start: date | None = None
     source: str = ""  # the file it was read from (for messages)
+    weight: int = 1  # how often the IP appears in its pool's random choice
 
     @property
     def version(self) -> int:
@@ -156,6 +160,11 @@ class SenderDomain:
     tls_rpt: TlsRpt | None = None
     spf_include: tuple[str, ...] = ()  # third parties also sending for the domain
     spf_all: str = DEFAULT_SPF_ALL
+    signing_selector: str | None = None  # the selector that signs (None: the first one)
+
+    @property
+    def signer(self) -> str | None:
+        return self.signing_selector or (self.selectors[0] if self.selectors else None)
 
 
 @dataclass(frozen=True)
@@ -338,6 +347,8 @@ def _list(value: Any, where: str, *, scalar_ok: bool = False) -> list[Any]:
 def _int(value: Any, where: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise UsageError(f"{where}: expected an integer, got {_kind(value)}")
+    if isinstance(value, str) and ("{{" in value or "{%" in value):
+        raise UsageError(f"{where}: Jinja templates are not evaluated by sendfleet; give the value itself")
     try:
         number = int(value)
     except ValueError:
@@ -459,9 +470,7 @@ def _mta_sts(raw: Any, where: str) -> MtaSts | None:
     mode = _choice(spec.get("mode", "testing"), f"{where}.mode", ("enforce", "testing", "none"))
     if mode != "none" and not mx:
         raise UsageError(f"{where}.mx: MTA-STS mode {mode} needs at least one MX pattern")
-    return MtaSts(
-        mode=mode, mx=mx, max_age=_int(spec.get("max_age", 604800), f"{where}.max_age", 86400, 31557600)
-    )
+    return MtaSts(mode=mode, mx=mx, max_age=_int(spec.get("max_age", 604800), f"{where}.max_age", 86400, 31557600))
 
 
 def _sender_domains(v: _Vars, pools: Mapping[str, Pool]) -> dict[str, SenderDomain]:
@@ -476,9 +485,7 @@ def _sender_domains(v: _Vars, pools: Mapping[str, Pool]) -> dict[str, SenderDoma
         if pool is None:
             raise UsageError(f"{key}.pool: missing (every sender domain sends through one pool)")
         if pool not in pools:
-            raise UsageError(
-                f"{key}.pool: unknown pool {pool!r} (known: {', '.join(sorted(pools)) or 'none'})"
-            )
+            raise UsageError(f"{key}.pool: unknown pool {pool!r} (known: {', '.join(sorted(pools)) or 'none'})")
         selectors = []
         for i, sel in enumerate(_list(spec.get("selectors"), f"{key}.selectors", scalar_ok=True)):
             selector = _str(sel, f"{key}.selectors[{i}]").strip().lower()
@@ -487,6 +494,11 @@ def _sender_domains(v: _Vars, pools: Mapping[str, Pool]) -> dict[str, SenderDoma
             if selector in selectors:
                 raise UsageError(f"{key}.selectors[{i}]: selector {selector!r} is listed twice")
             selectors.append(selector)
+        signing = spec.get("signing_selector")
+        if signing is not None:
+            signing = _str(signing, f"{key}.signing_selector").strip().lower()
+            if signing not in selectors:
+                raise UsageError(f"{key}.signing_selector: {signing!r} is not one of its selectors")
         tls_rpt = None
         if spec.get("tls_rpt"):
             tspec = _mapping(spec["tls_rpt"], f"{key}.tls_rpt")
@@ -496,7 +508,7 @@ def _sender_domains(v: _Vars, pools: Mapping[str, Pool]) -> dict[str, SenderDoma
             _domain(d, f"{key}.spf_include[{i}]")
             for i, d in enumerate(_list(spec.get("spf_include"), f"{key}.spf_include", scalar_ok=True))
         )
-        known = {"pool", "selectors", "dmarc", "mta_sts", "tls_rpt", "spf_include", "spf_all"}
+        known = {"pool", "selectors", "signing_selector", "dmarc", "mta_sts", "tls_rpt", "spf_include", "spf_all"}
         for extra in spec:
             if extra not in known:
                 raise UsageError(f"{key}.{extra}: unknown setting (known: {', '.join(sorted(known))})")
@@ -508,9 +520,8 @@ def _sender_domains(v: _Vars, pools: Mapping[str, Pool]) -> dict[str, SenderDoma
             mta_sts=_mta_sts(spec.get("mta_sts"), f"{key}.mta_sts"),
             tls_rpt=tls_rpt,
             spf_include=includes,
-            spf_all=_choice(
-                spec.get("spf_all", DEFAULT_SPF_ALL), f"{key}.spf_all", ("-all", "~all", "?all", "+all")
-            ),
+            signing_selector=signing,
+            spf_all=_choice(spec.get("spf_all", DEFAULT_SPF_ALL), f"{key}.spf_all", ("-all", "~all", "?all", "+all")),
         )
     return domains
 
@@ -529,9 +540,7 @@ def _sending_ips(host: HostSource, hv: _Vars, pools: Mapping[str, Pool]) -> tupl
         if pool is None:
             raise UsageError(f"{key}.pool: missing")
         if pool not in pools:
-            raise UsageError(
-                f"{key}.pool: unknown pool {pool!r} (known: {', '.join(sorted(pools)) or 'none'})"
-            )
+            raise UsageError(f"{key}.pool: unknown pool {pool!r} (known: {', '.join(sorted(pools)) or 'none'})")
         if spec.get("ptr") is None:
             raise UsageError(f"{key}.ptr: missing (the PTR and HELO name of {ip})")
         ptr = _domain(spec["ptr"], f"{key}.ptr", hostname=True)
@@ -545,6 +554,7 @@ def _sending_ips(host: HostSource, hv: _Vars, pools: Mapping[str, Pool]) -> tupl
                 helo=helo,
                 warmup_start=_date(spec.get("warmup_start"), f"{key}.warmup_start"),
                 source=hv.where("sending_ips"),
+                weight=_int(spec.get("weight", 1), f"{key}.weight", 1, 100),
             )
         )
     return tuple(result)
@@ -596,12 +606,9 @@ def _dns_update(v: _Vars) -> DnsUpdateSettings | None:
 def _resolver(v: _Vars) -> ResolverSettings:
     where = f"{v.where('dns_resolver')}: dns_resolver"
     servers = tuple(
-        str(_ip(s, f"{where}[{i}]"))
-        for i, s in enumerate(_list(v.get("dns_resolver"), where, scalar_ok=True))
+        str(_ip(s, f"{where}[{i}]")) for i, s in enumerate(_list(v.get("dns_resolver"), where, scalar_ok=True))
     )
-    port = _int(
-        v.get("dns_resolver_port", 53), f"{v.where('dns_resolver_port')}: dns_resolver_port", 1, 65535
-    )
+    port = _int(v.get("dns_resolver_port", 53), f"{v.where('dns_resolver_port')}: dns_resolver_port", 1, 65535)
     return ResolverSettings(servers, port)
 
 
@@ -612,11 +619,11 @@ def build_inventory(path: Path, global_vars: Sequence[VarSource], hosts: Sequenc
     domains = _sender_domains(v, pools)
 
     zones_where = f"{v.where('dns_zones')}: dns_zones"
-    zones = tuple(
-        _domain(z, f"{zones_where}[{i}]") for i, z in enumerate(_list(v.get("dns_zones"), zones_where))
-    )
+    zones = tuple(_domain(z, f"{zones_where}[{i}]") for i, z in enumerate(_list(v.get("dns_zones"), zones_where)))
 
-    gate = _choice(v.get("rdns_gate", "enforce"), f"{v.where('rdns_gate')}: rdns_gate", ("enforce", "warn"))
+    gate_raw = v.get("rdns_gate", "enforce")
+    gate_raw = "off" if gate_raw is False else gate_raw
+    gate = _choice(gate_raw, f"{v.where('rdns_gate')}: rdns_gate", ("enforce", "warn", "off"))
     dkim_raw = v.get("dkim_keys_dir")
     dkim_dir = path / "dkim"
     if dkim_raw is not None:
@@ -632,8 +639,7 @@ def build_inventory(path: Path, global_vars: Sequence[VarSource], hosts: Sequenc
             if sip.ip in seen:
                 other = seen[sip.ip]
                 raise UsageError(
-                    f"{sip.source}: sending_ips: {sip.ip} is also assigned to host {other.host}"
-                    f" ({other.source})"
+                    f"{sip.source}: sending_ips: {sip.ip} is also assigned to host {other.host} ({other.source})"
                 )
             seen[sip.ip] = sip
         built_hosts[hsrc.name] = Host(hsrc.name, hsrc.groups, ips, dict(hv.values))
@@ -651,7 +657,7 @@ def build_inventory(path: Path, global_vars: Sequence[VarSource], hosts: Sequenc
         dns_zones=zones,
         dns_update=_dns_update(v),
         resolver=_resolver(v),
-        rdns_gate="warn" if gate == "warn" else "enforce",
+        rdns_gate="warn" if gate == "warn" else "off" if gate == "off" else "enforce",
         dkim_dir=dkim_dir,
         dns_ttl=_int(v.get("dns_ttl", DEFAULT_TTL), f"{v.where('dns_ttl')}: dns_ttl", 1, 604800),
         app_networks=nets["app_networks"],

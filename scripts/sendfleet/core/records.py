@@ -135,9 +135,7 @@ def _ptr_records(inv: Inventory, ips: Sequence[SendingIp]) -> list[PlannedRecord
     for sip in ips:
         name = sip.ip.reverse_pointer
         records.append(
-            PlannedRecord(
-                name, "PTR", inv.dns_ttl, (sip.ptr,), "ptr", str(sip.ip), zone_for(name, inv.dns_zones)
-            )
+            PlannedRecord(name, "PTR", inv.dns_ttl, (sip.ptr,), "ptr", str(sip.ip), zone_for(name, inv.dns_zones))
         )
     by_name: dict[tuple[str, str], list[str]] = {}
     for sip in ips:
@@ -196,9 +194,7 @@ def plan_records(inv: Inventory, dkim_pems: Mapping[tuple[str, str], bytes | Non
         if pool.spf_domain:
             value = spf.build([], (pool.spf_domain, *domain.spf_include), domain.spf_all)
         else:
-            value = spf.build(
-                list(iter_pool_networks(inv.pool_ips(pool.name))), domain.spf_include, domain.spf_all
-            )
+            value = spf.build(list(iter_pool_networks(inv.pool_ips(pool.name))), domain.spf_include, domain.spf_all)
         records.append(
             PlannedRecord(
                 domain.name,
@@ -242,14 +238,10 @@ def plan_records(inv: Inventory, dkim_pems: Mapping[tuple[str, str], bytes | Non
             if error:
                 problems.append(Finding("error", subject, "dkim", error))
             records.append(
-                PlannedRecord(
-                    name, "TXT", inv.dns_ttl, values, "dkim", subject, zone_for(name, zones), error=error
-                )
+                PlannedRecord(name, "TXT", inv.dns_ttl, values, "dkim", subject, zone_for(name, zones), error=error)
             )
         if not domain.selectors:
-            problems.append(
-                Finding("warning", domain.name, "dkim", "no DKIM selector: mail will not be signed")
-            )
+            problems.append(Finding("warning", domain.name, "dkim", "no DKIM selector: mail will not be signed"))
 
         if domain.dmarc is not None:
             name = f"_dmarc.{domain.name}"
@@ -283,8 +275,7 @@ def plan_records(inv: Inventory, dkim_pems: Mapping[tuple[str, str], bytes | Non
                     "warning" if domain.mta_sts.mode == "enforce" else "ok",
                     domain.name,
                     "mta-sts",
-                    f"serve the policy at https://mta-sts.{domain.name}/.well-known/mta-sts.txt"
-                    " (see the JSON plan)",
+                    f"serve the policy at https://mta-sts.{domain.name}/.well-known/mta-sts.txt (see the JSON plan)",
                 )
             )
         if domain.tls_rpt is not None:
@@ -372,9 +363,7 @@ def zone_text(plan: Plan, inventory: str = "") -> str:
     outside = [r for r in plan.records if r.zone is None]
     if outside:
         out.append("")
-        out.append(
-            "; ---- outside the zones you publish in (dns_zones): ask your IP provider / DNS host for these"
-        )
+        out.append("; ---- outside the zones you publish in (dns_zones): ask your IP provider / DNS host for these")
         for rec in outside:
             if rec.error:
                 out.append(f"; {rec.name}. {rec.rtype}: NOT PLANNED: {rec.error}")

@@ -22,7 +22,7 @@ RECOMMENDED_MAX_BYTES = 450  # RFC 7208 3.4: keep the answer within 512-byte UDP
 
 _MECHANISMS = ("all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists")
 _LOOKUP_MECHANISMS = ("include", "a", "mx", "ptr", "exists")
-_TERM = re.compile(r"^([+\-~?]?)([a-z0-9][a-z0-9_.-]*)(?:([:=])(.*))?$", re.IGNORECASE)
+_TERM = re.compile(r"^([+\-~?]?)([a-z][a-z0-9_.-]*?)(?:([:=/])(.*))?$", re.IGNORECASE)
 _DUAL_CIDR = re.compile(r"^(.*?)(?:/(\d{1,2}))?(?://(\d{1,3}))?$")
 
 
@@ -77,6 +77,8 @@ def parse(record: str) -> list[Term]:
         if not m:
             raise SpfSyntaxError(f"bad term {word!r}")
         qual, name, sep, value = m.group(1), m.group(2).lower(), m.group(3), m.group(4) or ""
+        if sep == "/":  # a/24, mx//64: a CIDR length without a domain
+            sep, value = "", "/" + value
         if sep == "=":
             if qual:
                 raise SpfSyntaxError(f"modifier {word!r} cannot have a qualifier")
@@ -204,9 +206,7 @@ def lint(
     if not spfs:
         return [Finding("error", domain, check, "no SPF record (v=spf1)")]
     if len(spfs) > 1:
-        return [
-            Finding("error", domain, check, f"{len(spfs)} SPF records: receivers treat this as a permerror")
-        ]
+        return [Finding("error", domain, check, f"{len(spfs)} SPF records: receivers treat this as a permerror")]
     record = spfs[0]
     findings: list[Finding] = []
     try:
@@ -239,23 +239,17 @@ def lint(
     if all_terms and all_terms[0].qualifier == "+":
         findings.append(Finding("error", domain, check, "'+all' lets every host on the internet pass SPF"))
     elif all_terms and all_terms[0].qualifier == "?":
-        findings.append(
-            Finding("warning", domain, check, "'?all' is neutral: unlisted senders are not failed")
-        )
+        findings.append(Finding("warning", domain, check, "'?all' is neutral: unlisted senders are not failed"))
     elif not all_terms and not redirect:
         findings.append(Finding("warning", domain, check, "no 'all' term: unlisted senders get neutral"))
     if any(not t.modifier and t.name == "ptr" for t in terms):
         findings.append(Finding("warning", domain, check, "'ptr' mechanism: RFC 7208 says do not use it"))
     size = len(record.encode())
     if size > RECOMMENDED_MAX_BYTES:
-        findings.append(
-            Finding("warning", domain, check, f"record is {size} bytes (RFC 7208 3.4: keep it under 450)")
-        )
+        findings.append(Finding("warning", domain, check, f"record is {size} bytes (RFC 7208 3.4: keep it under 450)"))
     if not any(f.status == "error" for f in findings):
         extra = f"; {'; '.join(counted.notes)}" if counted.notes else ""
         findings.append(
-            Finding(
-                "ok", domain, check, f"SPF valid: {counted.lookups} lookup(s), {counted.void} void{extra}"
-            )
+            Finding("ok", domain, check, f"SPF valid: {counted.lookups} lookup(s), {counted.void} void{extra}")
         )
     return findings

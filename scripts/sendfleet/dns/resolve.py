@@ -82,9 +82,7 @@ class ResolverLookup:
             return LookupResult("error", detail=_short(err, "no answer"))
         except dns.exception.Timeout:
             if not self.answered:  # silent from the first question on: do not wait out every one
-                raise CannotCheckError(
-                    f"the resolver ({self.where}) never answered: could not check"
-                ) from None
+                raise CannotCheckError(f"the resolver ({self.where}) never answered: could not check") from None
             return LookupResult("error", detail="timeout")
         except dns.exception.DNSException as err:
             return LookupResult("error", detail=_short(err, type(err).__name__))
@@ -127,15 +125,12 @@ class Authoritative:
             try:
                 if self._sock is None:
                     self._sock = socket.create_connection((self.server, self.port), timeout=self.timeout)
-                return dns.query.tcp(
-                    query, self.server, timeout=self.timeout, port=self.port, sock=self._sock
-                )
+                return dns.query.tcp(query, self.server, timeout=self.timeout, port=self.port, sock=self._sock)
             except (OSError, EOFError, dns.exception.Timeout) as err:
                 self.close()  # the server may close idle connections: reconnect once
                 if attempt == 2:
                     raise CannotCheckError(
-                        f"authoritative server {self.server} port {self.port}:"
-                        f" {_short(err, type(err).__name__)}"
+                        f"authoritative server {self.server} port {self.port}: {_short(err, type(err).__name__)}"
                     ) from None
             except dns.exception.DNSException as err:
                 raise CannotCheckError(

@@ -51,9 +51,7 @@ def read_state(inv: Inventory) -> list[ManagedKey]:
     except FileNotFoundError:
         return []
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UsageError(
-            f"{path}: unreadable state of published records ({err}); delete it to start over"
-        ) from None
+        raise UsageError(f"{path}: unreadable state of published records ({err}); delete it to start over") from None
 
 
 def write_state(inv: Inventory, keys: Sequence[ManagedKey]) -> None:
@@ -70,9 +68,7 @@ def write_state(inv: Inventory, keys: Sequence[ManagedKey]) -> None:
 
 def _settings(inv: Inventory) -> DnsUpdateSettings:
     if inv.dns_update is None:
-        raise UsageError(
-            f"{inv.path}: dns_update_server is not set: nothing to apply to (use 'sendfleet dns plan')"
-        )
+        raise UsageError(f"{inv.path}: dns_update_server is not set: nothing to apply to (use 'sendfleet dns plan')")
     if inv.dns_update.key is None:
         raise UsageError(f"{inv.path}: dns_tsig_key_name/dns_tsig_secret are not set: updates must be signed")
     if not inv.dns_zones:
@@ -118,8 +114,7 @@ def send(settings: DnsUpdateSettings, changes: Sequence[Change]) -> list[str]:
             response = dns.query.tcp(upd, settings.server, port=settings.port, timeout=15)
         except (OSError, EOFError, dns.exception.DNSException) as err:
             raise CannotCheckError(
-                f"update of zone {zone} at {settings.server} port {settings.port} failed:"
-                f" {err or type(err).__name__}"
+                f"update of zone {zone} at {settings.server} port {settings.port} failed: {err or type(err).__name__}"
             ) from None
         rcode = response.rcode()
         if rcode != dns.rcode.NOERROR:

@@ -1,0 +1,211 @@
+"""The inventory loader and model (no network)."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from sendfleet.core.inventory import zone_for
+from sendfleet.errors import UsageError
+from sendfleet.inventory_io import load_inventory, read_dkim_keys
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+BASE = {
+    "hosts.yml": "all:\n  vars:\n    dns_ttl: 600\n  children:\n    senders:\n      hosts:\n"
+    "        mta1:\n        mta2:\n"
+    "          sending_ips: [{ip: 198.51.100.90, pool: marketing, ptr: o90.mta2.lab.test}]\n",
+    "group_vars/all/pools.yml": """pools: {transactional: {}, marketing: {spf_domain: _spf-mk.lab.test}}
+sender_domains:
+  Shop.Test.: {pool: transactional, selectors: [s2026a, S2026B], dmarc: {p: reject, adkim: s}}
+  news.test: {pool: marketing, selectors: s1, dmarc: false, tls_rpt: {rua: tls@news.test}}
+vetted_ips:
+  transactional: [{ip: 198.51.100.70, vetted: 2026-11-27, zones: [zen.lab.test]}]
+app_networks: [198.51.100.32/29]
+""",
+    "group_vars/all/dns.yml": "dns_zones: [lab.test, shop.test, 100.51.198.in-addr.arpa]\n"
+    "dns_update_server: 198.51.100.2\ndns_tsig_key_name: k\ndns_tsig_secret: c2VjcmV0\ndns_resolver: 198.51.100.4\n",
+    "group_vars/senders.yml": "rdns_gate: warn\n",
+    "host_vars/mta1.yml": "sending_ips:\n  - {ip: 198.51.100.70, pool: transactional, ptr: O70.mta1.lab.test., "
+    "warmup_start: 2026-11-27}\n"
+    "  - {ip: '2001:db8:5f::70', pool: transactional, ptr: o70.mta1.lab.test, helo: x.lab.test}\n",
+}
+
+
+def test_loads_the_layout(tmp_path: Path) -> None:
+    inv = load_inventory(write(tmp_path, BASE))
+    assert list(inv.hosts) == ["mta1", "mta2"]
+    assert inv.hosts["mta1"].groups == ("senders",)
+    ips = inv.sending_ips()
+    assert [str(s.ip) for s in ips] == ["198.51.100.70", "2001:db8:5f::70", "198.51.100.90"]
+    first = ips[0]
+    assert (first.pool, first.ptr, first.helo, first.host) == (
+        "transactional",
+        "o70.mta1.lab.test",
+        "o70.mta1.lab.test",
+        "mta1",
+    )
+    assert first.warmup_start == date(2026, 11, 27) and first.source == "host_vars/mta1.yml"
+    assert ips[1].helo == "x.lab.test" and ips[1].warmup_start is None
+    assert [s.ip for s in inv.pool_ips("marketing")] == [ipaddress.ip_address("198.51.100.90")]
+    shop = inv.sender_domains["shop.test"]
+    assert shop.selectors == ("s2026a", "s2026b")
+    assert (
+        shop.dmarc is not None
+        and shop.dmarc.record() == "v=DMARC1; p=reject; rua=mailto:dmarc@shop.test; adkim=s; aspf=r"
+    )
+    news = inv.sender_domains["news.test"]
+    assert news.dmarc is None and news.selectors == ("s1",)
+    assert news.tls_rpt is not None and news.tls_rpt.record() == "v=TLSRPTv1; rua=mailto:tls@news.test"
+    assert inv.pools["marketing"].spf_domain == "_spf-mk.lab.test"
+    assert inv.dns_ttl == 600
+    assert inv.dns_update is not None and inv.dns_update.key is not None
+    assert inv.dns_update.port == 53 and inv.dns_update.key.algorithm == "hmac-sha256"
+    assert "c2VjcmV0" not in repr(inv.dns_update)
+    assert inv.resolver.nameservers == ("198.51.100.4",)
+    assert inv.rdns_gate == "enforce"  # group_vars/senders.yml is not global
+    assert inv.hosts["mta1"].vars["rdns_gate"] == "warn"
+    assert inv.dkim_dir == tmp_path.resolve() / "dkim"
+    assert inv.vetted_ips["transactional"][0].evidence["zones"] == ["zen.lab.test"]
+    assert inv.find_ip("198.51.100.90") is ips[2]
+
+
+def test_dkim_keys_are_read_from_the_controller_dir(tmp_path: Path) -> None:
+    write(tmp_path, {**BASE, "dkim/shop.test/s2026a.pem": "PEM"})
+    keys = read_dkim_keys(load_inventory(tmp_path))
+    assert keys == {("shop.test", "s2026a"): b"PEM", ("shop.test", "s2026b"): None, ("news.test", "s1"): None}
+
+
+def test_defaults_and_the_example_inventory() -> None:
+    inv = load_inventory(REPO / "inventories/example")
+    assert inv.rdns_gate == "enforce" and inv.dns_update is None and inv.dns_zones == ()
+    assert inv.resolver.nameservers == () and inv.dns_ttl == 3600
+    assert {s.weight for s in inv.sending_ips()} == {1, 2}
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "message"),
+    [
+        (
+            "host_vars/mta1.yml",
+            "sending_ips: [{ip: 198.51.100.70, pool: bulk, ptr: a.lab.test}]",
+            "host_vars/mta1.yml: sending_ips[0].pool: unknown pool 'bulk'",
+        ),
+        (
+            "host_vars/mta1.yml",
+            "sending_ips: [{ip: 198.51.100.700, pool: marketing, ptr: a.lab.test}]",
+            "host_vars/mta1.yml: sending_ips[0].ip: '198.51.100.700' is not an IP address",
+        ),
+        (
+            "host_vars/mta1.yml",
+            "sending_ips: [{ip: 198.51.100.71, pool: marketing}]",
+            "host_vars/mta1.yml: sending_ips[0].ptr: missing",
+        ),
+        (
+            "host_vars/mta1.yml",
+            "sending_ips: [{ip: 198.51.100.90, pool: marketing, ptr: a.lab.test}]",
+            "hosts.yml (host mta2): sending_ips: 198.51.100.90 is also assigned to host mta1 (host_vars/mta1.yml)",
+        ),
+        (
+            "host_vars/mta1.yml",
+            "sending_ips: [{ip: 198.51.100.71, pool: marketing, ptr: 'bad_name.lab.test'}]",
+            "sending_ips[0].ptr: 'bad_name.lab.test' is not a valid host name",
+        ),
+        ("group_vars/all/x.yml", "rdns_gate: maybe", "group_vars/all/x.yml: rdns_gate: 'maybe' is not one of"),
+        ("group_vars/all/x.yml", "dns_tsig_secret: '***'", "group_vars/all/x.yml: dns_tsig_secret: not valid base64"),
+        ("group_vars/all/x.yml", "dns_zones: lab.test", "group_vars/all/x.yml: dns_zones: expected a list"),
+        (
+            "group_vars/all/x.yml",
+            "dns_resolver: resolver.lab.test",
+            "dns_resolver[0]: 'resolver.lab.test' is not an IP",
+        ),
+        ("group_vars/all/x.yml", "dns_ttl: '{{ ttl }}'", "dns_ttl: Jinja templates are not evaluated"),
+        (
+            "group_vars/all/x.yml",
+            "dns_tsig_secret: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  3030\n",
+            "dns_tsig_secret: encrypted with ansible-vault",
+        ),
+        (
+            "group_vars/all/pools.yml",
+            "pools: {a: {}}\nsender_domains: {x.test: {pool: a, selectors: ['bad sel']}}",
+            "group_vars/all/pools.yml: sender_domains.x.test.selectors[0]: 'bad sel' is not a valid DKIM selector",
+        ),
+        (
+            "group_vars/all/pools.yml",
+            "pools: {a: {}}\nsender_domains: {x.test: {pool: a, dmarc: {p: block}}}",
+            "sender_domains.x.test.dmarc.p: 'block' is not one of none, quarantine, reject",
+        ),
+        (
+            "group_vars/all/pools.yml",
+            "pools: {a: {}}\nsender_domains: {x.test: {pool: a, selector: [s1]}}",
+            "sender_domains.x.test.selector: unknown setting",
+        ),
+        (
+            "group_vars/all/pools.yml",
+            "pools: {a: {}}\nsender_domains: {x.test: {selectors: [s1]}}",
+            "sender_domains.x.test.pool: missing",
+        ),
+        (
+            "group_vars/all/pools.yml",
+            "pools: [a]\nsender_domains: {x.test: {pool: a, selectors: [s1], signing_selector: s2}}",
+            "signing_selector: 's2' is not one of its selectors",
+        ),
+        (
+            "group_vars/all/pools.yml",
+            "pools: {a: {}}\nsender_domains: {x.test: {pool: a, dmarc: {rua: 'ftp://x'}}}",
+            "dmarc.rua[0]: 'ftp://x' is not a mailto: or https: URI",
+        ),
+        ("group_vars/all/pools.yml", "pools: {a: {}\n", "group_vars/all/pools.yml: line"),
+    ],
+)
+def test_bad_inventory_names_file_and_key(tmp_path: Path, path: str, text: str, message: str) -> None:
+    files = dict(BASE)
+    if path == "group_vars/all/pools.yml":
+        files["host_vars/mta1.yml"] = "{}\n"
+        files["hosts.yml"] = "all:\n  children:\n    senders:\n      hosts:\n        mta1:\n"
+    files[path] = text + "\n"
+    with pytest.raises(UsageError) as err:
+        load_inventory(write(tmp_path, files))
+    assert message in str(err.value)
+
+
+def test_env_secret_overrides_a_vaulted_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {**BASE, "group_vars/all/x.yml": "dns_tsig_secret: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  3030\n"}
+    monkeypatch.setenv("SENDFLEET_DNS_TSIG_SECRET", "b3RoZXI=")
+    inv = load_inventory(write(tmp_path, files))
+    assert inv.dns_update is not None and inv.dns_update.key is not None
+    assert inv.dns_update.key.secret == "b3RoZXI="
+
+
+def test_rdns_gate_off_and_yaml11_false(tmp_path: Path) -> None:
+    write(tmp_path, {**BASE, "group_vars/all/x.yml": "rdns_gate: false\n"})
+    assert load_inventory(tmp_path).rdns_gate == "off"
+
+
+def test_missing_inventory_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such inventory directory"):
+        load_inventory(tmp_path / "nope")
+    with pytest.raises(UsageError, match="no YAML inventory file"):
+        load_inventory(tmp_path)
+
+
+def test_zone_for_picks_the_longest_zone() -> None:
+    zones = ["test", "lab.test", "100.51.198.in-addr.arpa"]
+    assert zone_for("o70.mta1.lab.test", zones) == "lab.test"
+    assert zone_for("Lab.Test.", zones) == "lab.test"
+    assert zone_for("shop.test", zones) == "test"
+    assert zone_for("70.100.51.198.in-addr.arpa", zones) == "100.51.198.in-addr.arpa"
+    assert zone_for("70.100.51.198.in-addr.arpa", ["lab.test"]) is None
+    assert zone_for("xlab.test", ["lab.test"]) is None
