@@ -43,7 +43,12 @@ _HEADER = struct.Struct(">HHHHHH")
 _FLAGS_RD = 0x0100
 
 # In-flight entry fields (a list, mutated in place).
-_Q, _GROUP, _TOKENS, _TRIES, _KEY, _DEADLINE, _SENT = range(7)
+_Q, _GROUP, _TOKENS, _TRIES, _KEY, _DEADLINE, _SENT, _SEQ = range(8)
+
+#: A query still unanswered when this many later-sent queries have been answered (and older than a few round
+#: trips) is taken as lost and retried at once, as TCP's fast retransmit does: waiting for its timeout would
+#: hold a slot of the window idle, and the drops come in bursts.
+REORDER = 16
 
 
 @dataclass
@@ -89,10 +94,10 @@ class BulkScanner:
         retries: int = 3,
         sockets_per_resolver: int = 2,
         initial_window: int = 32,
-        max_window: int = 2048,
+        max_window: int = 1024,
         min_window: int = 4,
         rates: Sequence[float | None] = (),
-        min_rto: float = 0.1,
+        min_rto: float = 0.05,
     ) -> None:
         if not resolvers:
             raise ValueError("no resolver")
@@ -127,6 +132,8 @@ class BulkScanner:
         self._inflight: dict[int, list[Any]] = {}
         self._by_question: dict[bytes, list[Any]] = {}
         self._heap: list[tuple[float, int, int]] = []
+        self._order: deque[tuple[int, list[Any]]] = deque()
+        self._hi_seq = 0
         self._seq = 0
         self._deferred: dict[int, deque[Query]] = {}
         self._deferred_count = 0
@@ -223,7 +230,7 @@ class BulkScanner:
                 self.stats.merged += 1
                 continue
             self.stats.queries += 1
-            entry = [question, group, [token], 0, 0, 0.0, 0.0]
+            entry = [question, group, [token], 0, 0, 0.0, 0.0, 0]
             by_question[question] = entry
             self._send(entry)
         if self._source is None and not inflight and not self._deferred_count and not self._done.done():
@@ -254,6 +261,8 @@ class BulkScanner:
         entry[_SENT] = now
         inflight[key] = entry
         self._seq += 1
+        entry[_SEQ] = self._seq
+        self._order.append((self._seq, entry))
         heapq.heappush(self._heap, (deadline, self._seq, key))
         try:  # noqa: SIM105 (hot path)
             self._socks[si][0].send(_HEADER.pack(qid, _FLAGS_RD, 1, 0, 0, 0) + entry[_Q])
@@ -273,6 +282,7 @@ class BulkScanner:
         deliver = self._deliver
         base = si << 16
         got = 0
+        hi_seq = self._hi_seq
         while True:
             try:
                 data = recv(4096)
@@ -303,12 +313,16 @@ class BulkScanner:
                 reply = NODATA if data[6] == 0 and data[7] == 0 else _parse(data, question)
             else:
                 reply = _rcode_reply(rcode)
+            if entry[_SEQ] > hi_seq:
+                hi_seq = entry[_SEQ]
             if entry[_TRIES] == 1:
                 self._sample(time.monotonic() - entry[_SENT])
             for token in entry[_TOKENS]:
                 deliver(token, reply)
             self.completed += 1
         if got:
+            self._hi_seq = hi_seq
+            self._fast_retransmit()
             self.stats.answers += got
             if self.window < self.ssthresh:
                 self.window = min(self.max_window, self.window + got)
@@ -317,6 +331,35 @@ class BulkScanner:
             if self.window > self.stats.max_window:
                 self.stats.max_window = int(self.window)
             self._pump()
+
+    def _fast_retransmit(self) -> None:
+        order = self._order
+        limit = self._hi_seq - REORDER
+        if not order or order[0][0] >= limit:
+            return
+        inflight = self._inflight
+        now = time.monotonic()
+        min_age = max(3 * (self.srtt or 0.0), 0.005)
+        cut = False
+        while order and order[0][0] < limit:
+            seq, entry = order[0]
+            if entry[_SEQ] != seq or inflight.get(entry[_KEY]) is not entry:
+                order.popleft()  # answered, or already sent again
+                continue
+            if now - entry[_SENT] < min_age or entry[_TRIES] >= self.tries:
+                break  # too young to call lost; or the last try, which waits for its timeout
+            order.popleft()
+            del inflight[entry[_KEY]]
+            if entry[_SENT] > self._last_cut:
+                cut = True
+            self._send(entry)
+        if cut:
+            self._cut(now)
+
+    def _cut(self, now: float) -> None:
+        self._last_cut = now
+        self.ssthresh = max(float(self.min_window), self.window / 2)
+        self.window = self.ssthresh
 
     def _sample(self, rtt: float) -> None:
         if self.srtt is None:
@@ -331,14 +374,15 @@ class BulkScanner:
         now = time.monotonic()
         heap = self._heap
         inflight = self._inflight
-        lost = 0
+        cut = False
         while heap and heap[0][0] <= now:
             deadline, _, key = heapq.heappop(heap)
             entry = inflight.get(key)
             if entry is None or entry[_DEADLINE] != deadline:
                 continue
             del inflight[key]
-            lost += 1
+            if entry[_SENT] > self._last_cut:
+                cut = True  # lost after the last cut: a new loss event (one cut per event, as TCP does)
             if entry[_TRIES] < self.tries:
                 self._send(entry)
             else:
@@ -347,10 +391,8 @@ class BulkScanner:
                 for token in entry[_TOKENS]:
                     self._deliver(token, TIMEOUT)
                 self.completed += 1
-        if lost and now - self._last_cut > (self.srtt or self.min_rto):
-            self._last_cut = now
-            self.ssthresh = max(float(self.min_window), self.window / 2)
-            self.window = self.ssthresh
+        if cut:
+            self._cut(now)
         self._pump()
         if self._progress is not None and now - self._progress_at > 0.1:
             self._progress_at = now
@@ -373,10 +415,43 @@ def _rcode_reply(rcode: int) -> Reply:
     return reply
 
 
+def _plain_a(data: bytes, start: int) -> tuple[str, ...] | None:
+    """The A records of a plain answer (no CNAME, no surprises), or None to let dnspython parse it."""
+    count = (data[6] << 8) | data[7]
+    pos = start
+    out: list[str] = []
+    size = len(data)
+    try:
+        for _ in range(count):
+            if data[pos] & 0xC0 == 0xC0:
+                pos += 2
+            else:
+                while data[pos]:
+                    if data[pos] & 0xC0:
+                        return None
+                    pos += data[pos] + 1
+                pos += 1
+            rtype = (data[pos] << 8) | data[pos + 1]
+            rdlen = (data[pos + 8] << 8) | data[pos + 9]
+            pos += 10
+            if rtype != 1 or rdlen != 4 or pos + 4 > size:
+                return None
+            out.append(f"{data[pos]}.{data[pos + 1]}.{data[pos + 2]}.{data[pos + 3]}")
+            pos += 4
+    except IndexError:
+        return None
+    return tuple(out)
+
+
 def _parse(data: bytes, question: bytes) -> Reply:
-    """An answer with records: parsed by dnspython. Records of the asked type, as text."""
+    """An answer with records. Plain A answers (a DNSBL listing) are read directly; anything else (TXT, PTR,
+    CNAME chains...) is parsed by dnspython. Records of the asked type, as text."""
     qtype = int.from_bytes(question[-4:-2], "big")
     truncated = bool(data[2] & 0x02)
+    if qtype == 1 and not truncated:
+        plain = _plain_a(data, 12 + len(question))
+        if plain is not None:
+            return Reply(0, plain)
     try:
         message = dns.message.from_wire(data, ignore_trailing=True)
     except Exception:  # dnspython raises many kinds of errors for malformed input
