@@ -1,0 +1,177 @@
+"""The host under the MTA: packages, services, time sync, listening sockets, firewall, secrets, addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+import pytest
+
+from tests.infra.conftest import Expect
+
+
+def test_packages_installed(host: Any, expect: Expect) -> None:
+    time_sync = expect.var("base", "base_time_sync")
+    wanted = ["postfix", "opendkim", *expect.var("base", "base_packages")]
+    if time_sync != "none":
+        wanted.append(time_sync)
+    missing = [p for p in wanted if not host.package(p).is_installed]
+    assert not missing, f"{expect.name}: packages not installed: {', '.join(missing)} (expected: {', '.join(wanted)})"
+
+
+def test_services_enabled_and_running(host: Any, expect: Expect) -> None:
+    problems = []
+    services = ["postfix", "opendkim"] + (["nftables"] if expect.var("base", "base_nftables") else [])
+    for name in services:
+        svc = host.service(name)
+        if not svc.is_enabled:
+            problems.append(f"{name} is not enabled (expected enabled)")
+        if not svc.is_running:
+            problems.append(f"{name} is not running (expected running)")
+    assert not problems, f"{expect.name}: " + "; ".join(problems)
+
+
+def _in_container(host: Any) -> bool:
+    return bool(host.run("systemd-detect-virt --container --quiet").rc == 0)
+
+
+def test_time_sync(host: Any, expect: Expect) -> None:
+    """As the base role configures it: the chosen daemon enabled; running unless the host is a container
+    (systemd-timesyncd and chrony skip themselves where the clock cannot be set)."""
+    kind = expect.var("base", "base_time_sync")
+    if kind == "none":
+        return
+    unit = {"systemd-timesyncd": "systemd-timesyncd", "chrony": "chrony"}[kind]
+    svc = host.service(unit)
+    assert svc.is_enabled, f"{expect.name}: time sync {unit} is not enabled (expected enabled: base_time_sync={kind})"
+    must_run = expect.host.vars.get("base_time_sync_running")
+    if must_run is None:
+        must_run = not _in_container(host)
+    if must_run:
+        assert svc.is_running, f"{expect.name}: time sync {unit} is not running (expected running)"
+    if kind == "systemd-timesyncd":
+        conf = host.file("/etc/systemd/timesyncd.conf.d/50-sendfleet.conf")
+        assert conf.exists, f"{expect.name}: {conf.path} missing (written by the base role)"
+
+
+def _listeners(host: Any) -> list[tuple[str, str, int, str]]:
+    """(proto, address, port, process) of every listening TCP socket and bound UDP socket."""
+    out = host.check_output("ss -Hlntup")
+    found = []
+    for line in out.splitlines():
+        cols = line.split()
+        if len(cols) < 5:
+            continue
+        proto, local = cols[0], cols[4]
+        addr, _, port = local.rpartition(":")
+        addr = addr.strip("[]").split("%")[0]
+        proc = ""
+        if "users:((" in line:
+            proc = line.split('users:(("', 1)[1].split('"', 1)[0]
+        found.append((proto, addr, int(port), proc))
+    return found
+
+
+def _loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return addr in ("localhost",)
+
+
+def test_listening_sockets_are_designed(host: Any, expect: Expect) -> None:
+    """Reachable from the network: SSH (base_ssh_port) and Postfix's SMTP ports (base_smtp_ports), nothing else."""
+    ssh_port = int(expect.var("base", "base_ssh_port"))
+    smtp_ports = {int(p) for p in expect.var("base", "base_smtp_ports")}
+    designed = {("tcp", ssh_port): {"sshd"}, **{("tcp", p): {"master"} for p in smtp_ports}}
+    unexpected = []
+    for proto, addr, port, proc in _listeners(host):
+        if _loopback(addr):
+            continue
+        allowed = designed.get((proto, port))
+        if allowed is None or (proc and proc not in allowed):
+            unexpected.append(f"{proto} {addr}:{port} ({proc or 'unknown process'})")
+    assert not unexpected, (
+        f"{expect.name}: listening sockets beyond the design (tcp {ssh_port} sshd, tcp "
+        f"{', '.join(map(str, sorted(smtp_ports)))} postfix): {'; '.join(unexpected)}"
+    )
+    smtp = [(a, p) for proto, a, p, proc in _listeners(host) if proto == "tcp" and p == 25 and proc == "master"]
+    assert smtp, f"{expect.name}: postfix does not listen on tcp 25 (expected: all addresses)"
+
+
+def test_sending_ips_on_interface(host: Any, expect: Expect) -> None:
+    present = set()
+    for line in host.check_output("ip -o addr show").splitlines():
+        cols = line.split()
+        if len(cols) > 3 and cols[2] in ("inet", "inet6"):
+            present.add(str(ipaddress.ip_interface(cols[3]).ip))
+    missing = [f"{s.ip} (pool {s.pool})" for s in expect.sending_ips if str(s.ip) not in present]
+    assert not missing, f"{expect.name}: sending IPs not configured on any interface: {', '.join(missing)}"
+
+
+def _nft_sets(ruleset: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    chains, sets = [], {}
+    for item in ruleset.get("nftables", []):
+        if "chain" in item:
+            chains.append(item["chain"])
+        if "set" in item:
+            s = item["set"]
+            members = []
+            for elem in s.get("elem", []):
+                if isinstance(elem, dict) and "prefix" in elem:
+                    members.append(f"{elem['prefix']['addr']}/{elem['prefix']['len']}")
+                elif isinstance(elem, dict) and "range" in elem:
+                    members.append("-".join(map(str, elem["range"])))
+                else:
+                    members.append(str(elem))
+            sets[f"{s['family']} {s['table']} {s['name']}"] = members
+    return chains, sets
+
+
+def _covered(net: str, members: list[str]) -> bool:
+    want = ipaddress.ip_network(net, strict=False)
+    for m in members:
+        try:
+            have = ipaddress.ip_network(m, strict=False)
+        except ValueError:
+            continue
+        if have.version == want.version and want.subnet_of(have):  # type: ignore[arg-type]
+            return True
+    return False
+
+
+def test_nftables_rules(host: Any, expect: Expect) -> None:
+    """Inbound default drop; SSH allowed from the admin networks, SMTP from the app networks."""
+    if not expect.var("base", "base_nftables"):
+        pytest.skip(f"{expect.name}: base_nftables is false in the inventory: sendfleet does not manage its firewall")
+    ruleset = json.loads(host.check_output("nft -j list ruleset"))
+    chains, sets = _nft_sets(ruleset)
+    inputs = [c for c in chains if c.get("hook") == "input"]
+    assert any(c.get("policy") == "drop" for c in inputs), (
+        f"{expect.name}: no input chain with policy drop (input chains: "
+        + (", ".join(f"{c.get('table')}/{c.get('name')} policy {c.get('policy')}" for c in inputs) or "none")
+        + ")"
+    )
+    rules = host.check_output("nft list ruleset")
+    ssh_port = int(expect.var("base", "base_ssh_port"))
+    assert f"tcp dport {ssh_port}" in rules, f"{expect.name}: no rule for SSH port {ssh_port}"
+    for kind, nets in (("admin", expect.admin_networks), ("app", expect.app_networks)):
+        for net in nets:
+            assert any(_covered(net, members) for members in sets.values()), (
+                f"{expect.name}: {kind} network {net} is in no nftables set (expected it allowed: "
+                f"{'SSH' if kind == 'admin' else 'SMTP submission'})"
+            )
+
+
+def test_no_world_readable_secret(host: Any, expect: Expect) -> None:
+    """No private key or password file readable by everyone (DKIM keys, TLS keys, SASL maps)."""
+    keys_dir = expect.var("opendkim", "opendkim_host_keys_dir")
+    where = f"{keys_dir} /etc/ssl/private /etc/postfix /etc/opendkim /etc/sendfleet"
+    cmd = (
+        f"find {where} -xdev -type f -perm -o=r "
+        r"\( -name '*.private' -o -name '*.key' -o -name '*sasl_passwd*' \) -print 2>/dev/null; "
+        f"find {where} -xdev -type f -perm -o=r -name '*.pem' -exec grep -l 'PRIVATE KEY' {{}} + 2>/dev/null; true"
+    )
+    readable = [p for p in host.check_output(cmd).splitlines() if p.strip()]
+    assert not readable, f"{expect.name}: secret files readable by everyone (expected mode without o+r): {readable}"
