@@ -1,0 +1,88 @@
+"""Warm-up and drain filters for the sendfleet roles. The schedule is sendfleet.core.warmup (the same pure
+function as `sendfleet warmup plan`), so re-running site.yml advances every IP's weight and limits.
+
+- ``sending_ips | sf_warmup_plan(host, settings, today, prefix)`` -> the entries with ``transport``,
+  ``weight`` (randmap entries, normalised per pool on this host), ``limits`` ({concurrency_limit,
+  rate_delay}) and ``warmup`` ({day, warm, hourly, label, share}).
+- ``sending_ips | sf_apply_drained(drained)`` -> the entries with ``weight: 0`` for the drained IPs
+  (e.g. ``ansible_local.sendfleet_monitor.drained``), so a template that honours ``weight`` leaves them out.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+try:
+    from sendfleet.core import warmup
+except ImportError:  # ansible-playbook run by a Python without the package installed: use the repo's copy
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from sendfleet.core import warmup
+
+
+def _date(value: Any) -> date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+def _slug(ip: str) -> str:
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip)
+    return addr.exploded.replace(":", "") if addr.version == 6 else str(addr).replace(".", "_")
+
+
+def sf_warmup_plan(
+    sending_ips: Any,
+    host: str = "",
+    settings: Any = None,
+    today: Any = None,
+    prefix: str = "sf",
+    last_sent: Any = None,
+) -> list[dict[str, Any]]:
+    cfg = warmup.settings_from(settings or {})
+    day = _date(today) or date.today()
+    entries = [dict(e) for e in sending_ips or []]
+    sent = {str(k): _date(v) for k, v in (last_sent or {}).items() if _date(v) is not None}
+    plans = warmup.plan_pool_members(
+        [(str(e["ip"]), str(e["pool"]), host, _date(e.get("warmup_start"))) for e in entries],
+        day,
+        cfg,
+        {k: v for k, v in sent.items() if v is not None},
+    )
+    out = []
+    for entry, plan in zip(entries, plans, strict=True):
+        stage = plan.stage
+        entry.update(
+            {
+                "transport": f"{prefix}_{_slug(str(entry['ip']))}",
+                "weight": plan.weight,
+                "limits": stage.limits.as_dict(),
+                "warmup": {
+                    "day": stage.day,
+                    "warm": stage.warm,
+                    "label": stage.label,
+                    "hourly": stage.hourly,
+                    "share": round(plan.share, 4),
+                    "start": stage.start.isoformat() if stage.start else None,
+                    "restarted": stage.restarted,
+                },
+            }
+        )
+        out.append(entry)
+    return out
+
+
+def sf_apply_drained(sending_ips: Any, drained: Any) -> list[dict[str, Any]]:
+    gone = {str(ip) for ip in drained or []}
+    return [dict(e, weight=0) if str(e["ip"]) in gone else dict(e) for e in sending_ips or []]
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"sf_warmup_plan": sf_warmup_plan, "sf_apply_drained": sf_apply_drained}

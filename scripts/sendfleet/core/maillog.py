@@ -1,0 +1,232 @@
+"""Delivery results per sending IP and per destination provider, from Postfix's log. Pure: lines in,
+counts out.
+
+Each per-IP transport of the postfix role logs under its own syslog name
+(`-o syslog_name=postfix/sf_198_51_100_72`), so a delivery line names the IP that carried it:
+
+    postfix/sf_198_51_100_72/smtp[812]: 4Q2...: to=<a@gmail.com>, relay=...[...]:25, delay=0.2, ...,
+        dsn=4.7.0, status=deferred (host mx[...] said: 421 4.7.0 rate limited (in reply to RCPT TO command))
+
+Lines of other services (the `retry`/`error` transports deferring mail of a suspended destination, local
+delivery) carry no sending IP and are not counted per IP. One line = one recipient delivery attempt.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+STATUSES = ("sent", "deferred", "bounced")
+
+_DELIVERY = re.compile(
+    r"^(?P<qid>[0-9A-Za-z]+): to=<(?P<rcpt>[^>]*)>,(?: orig_to=<[^>]*>,)? relay=(?P<relay>[^,]*),"
+    r".*? dsn=(?P<dsn>[0-9.]+), status=(?P<status>[a-z]+)(?: \((?P<text>.*)\))?$"
+)
+# 'Nov 27 20:30:01 host postfix/x/smtp[12]: message' (syslog / maillog_file) or ISO-8601 timestamps.
+_FILE_LINE = re.compile(
+    r"^(?P<ts>\S+(?: +\d+ [\d:]+)?) (?P<host>\S+) (?P<ident>[^\[: ]+)(?:\[\d+\])?: (?P<msg>.*)$"
+)
+_SMTP_REPLY = re.compile(r"said: (?P<reply>\d{3}(?:[ -]\d\.\d{1,3}\.\d{1,3})?[^(]*)")
+_CODE = re.compile(r"\b([245]\d\d)\b(?:[ -]([245]\.\d{1,3}\.\d{1,3}))?")
+_NUMBERS = re.compile(r"\b\d{4,}\b|\b[0-9a-f]{10,}\b", re.IGNORECASE)
+_ADDRESS = re.compile(r"<[^>]*>|\[[0-9a-fA-F:.]+\]")
+_MAX_REASON = 120
+
+
+@dataclass(frozen=True)
+class Delivery:
+    time: float  # Unix seconds
+    queue_id: str
+    transport: str  # e.g. sf_198_51_100_72
+    recipient_domain: str
+    status: str  # sent | deferred | bounced (others, e.g. expired, are ignored by the counters)
+    dsn: str
+    reason: str  # normalised reply/reason for deferred and bounced ("" for sent)
+
+
+def transport_of(ident: str) -> str | None:
+    """'postfix/sf_198_51_100_72/smtp' -> 'sf_198_51_100_72'; other idents (postfix/smtp, postfix/qmgr,
+    postfix/retry) -> None."""
+    parts = ident.split("/")
+    if len(parts) == 3 and parts[2] in ("smtp", "lmtp"):
+        return parts[1]
+    return None
+
+
+def normalise_reason(text: str) -> str:
+    """A reason that groups well: the remote reply when there is one (code, enhanced code and text),
+    with queue IDs, addresses and long numbers masked; trimmed."""
+    m = _SMTP_REPLY.search(text)
+    reason = m.group("reply").strip() if m else text.strip()
+    reason = _ADDRESS.sub("<>", reason)
+    reason = _NUMBERS.sub("#", reason)
+    reason = re.sub(r"\s+", " ", reason).strip().rstrip(".")
+    return reason[:_MAX_REASON]
+
+
+def parse_delivery(ident: str, message: str, time: float) -> Delivery | None:
+    transport = transport_of(ident)
+    if transport is None:
+        return None
+    m = _DELIVERY.match(message)
+    if m is None:
+        return None
+    rcpt = m.group("rcpt")
+    domain = rcpt.rsplit("@", 1)[1].lower() if "@" in rcpt else ""
+    status = m.group("status")
+    text = m.group("text") or ""
+    reason = normalise_reason(text) if status != "sent" else ""
+    return Delivery(time, m.group("qid"), transport, domain, status, m.group("dsn"), reason)
+
+
+_MONTHS = {
+    m: i + 1 for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"))
+}
+
+
+def parse_file_line(line: str, year: int) -> tuple[float, str, str] | None:
+    """A syslog-style line (maillog_file, /var/log/mail.log) -> (time, ident, message). Timestamps in the
+    'Nov 27 20:30:01' form are read as UTC in `year`; ISO-8601 ones as written."""
+    m = _FILE_LINE.match(line.rstrip("\n"))
+    if m is None:
+        return None
+    ts = m.group("ts")
+    try:
+        if ts[:3] in _MONTHS:
+            month, day, clock = ts.split()
+            hh, mm, ss = (int(x) for x in clock.split(":"))
+            when = datetime(year, _MONTHS[month], int(day), hh, mm, ss, tzinfo=UTC)
+        else:
+            when = datetime.fromisoformat(ts)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return when.timestamp(), m.group("ident"), m.group("msg")
+
+
+def provider_of(domain: str, providers: Mapping[str, Iterable[str]]) -> str:
+    """The provider a recipient domain belongs to (a name of `providers`), else the domain itself."""
+    for name, domains in providers.items():
+        if domain in domains:
+            return name
+    return domain or "unknown"
+
+
+def hour_key(time: float) -> str:
+    return datetime.fromtimestamp(time, UTC).strftime("%Y-%m-%dT%H")
+
+
+@dataclass
+class DeliveryBook:
+    """Counters per (ip, provider, status) in total and per hour, and reasons per (ip, provider, status).
+
+    `ips`: transport -> IP. A transport the book does not know (an IP since removed) is counted under the
+    IP its name encodes when it can be read back, else under the transport name."""
+
+    ips: Mapping[str, str]
+    providers: Mapping[str, Iterable[str]]
+    totals: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    hours: dict[str, dict[tuple[str, str, str], int]] = field(default_factory=dict)
+    reasons: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    last_sent: dict[str, float] = field(default_factory=dict)  # ip -> time of its last 'sent'
+
+    def ip_of(self, transport: str) -> str:
+        if transport in self.ips:
+            return self.ips[transport]
+        return ip_from_transport(transport) or transport
+
+    def add(self, d: Delivery) -> None:
+        if d.status not in STATUSES:
+            return
+        ip = self.ip_of(d.transport)
+        key = (ip, provider_of(d.recipient_domain, self.providers), d.status)
+        self.totals[key] = self.totals.get(key, 0) + 1
+        bucket = self.hours.setdefault(hour_key(d.time), {})
+        bucket[key] = bucket.get(key, 0) + 1
+        if d.status == "sent":
+            self.last_sent[ip] = max(self.last_sent.get(ip, 0.0), d.time)
+        elif d.reason:
+            rkey = (*key, d.reason)
+            self.reasons[rkey] = self.reasons.get(rkey, 0) + 1
+
+    def prune(self, keep_hours: int, now: float) -> None:
+        oldest = hour_key(now - keep_hours * 3600)
+        for hour in [h for h in self.hours if h < oldest]:
+            del self.hours[hour]
+
+    def top_reasons(self, limit: int) -> list[tuple[tuple[str, str, str, str], int]]:
+        return sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+
+    # -- state file (JSON) -------------------------------------------------------------------------------
+
+    def as_dict(self, reasons_limit: int = 50) -> dict[str, Any]:
+        def rows(counts: Mapping[tuple[str, str, str], int]) -> list[dict[str, Any]]:
+            return [
+                {"ip": ip, "provider": prov, "status": st, "count": n}
+                for (ip, prov, st), n in sorted(counts.items())
+            ]
+
+        return {
+            "totals": rows(self.totals),
+            "hours": {h: rows(c) for h, c in sorted(self.hours.items())},
+            "reasons": [
+                {"ip": ip, "provider": prov, "status": st, "reason": r, "count": n}
+                for (ip, prov, st, r), n in self.top_reasons(reasons_limit)
+            ],
+            "last_sent": dict(sorted(self.last_sent.items())),
+        }
+
+    def load(self, data: Mapping[str, Any]) -> None:
+        def read(rows: Any) -> dict[tuple[str, str, str], int]:
+            out: dict[tuple[str, str, str], int] = {}
+            for r in rows or []:
+                out[(str(r["ip"]), str(r["provider"]), str(r["status"]))] = int(r["count"])
+            return out
+
+        self.totals = read(data.get("totals"))
+        self.hours = {str(h): read(rows) for h, rows in (data.get("hours") or {}).items()}
+        self.reasons = {
+            (str(r["ip"]), str(r["provider"]), str(r["status"]), str(r["reason"])): int(r["count"])
+            for r in data.get("reasons") or []
+        }
+        self.last_sent = {str(k): float(v) for k, v in (data.get("last_sent") or {}).items()}
+
+
+def ip_from_transport(transport: str) -> str | None:
+    """'sf_198_51_100_72' -> '198.51.100.72'; 'sf_20010db8...' (32 hex digits) -> the IPv6 address."""
+    _, _, slug = transport.partition("_")
+    parts = slug.split("_")
+    if len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts):
+        return ".".join(parts)
+    if re.fullmatch(r"[0-9a-f]{32}", slug):
+        return str(ipaddress.IPv6Address(int(slug, 16)))
+    return None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Per (ip, provider): sent, deferred, bounced over a window, and the top reasons."""
+
+    rows: list[dict[str, Any]]
+    reasons: list[dict[str, Any]]
+
+
+def summarise(
+    hours: Mapping[str, Iterable[Mapping[str, Any]]], since_hour: str, reasons: Iterable[Mapping[str, Any]]
+) -> Summary:
+    """Sum hourly rows (ip, provider, status, count) from `since_hour` on, into rows per (ip, provider)."""
+    acc: dict[tuple[str, str], dict[str, int]] = {}
+    for hour, rows in hours.items():
+        if hour < since_hour:
+            continue
+        for r in rows:
+            cell = acc.setdefault((str(r["ip"]), str(r["provider"])), dict.fromkeys(STATUSES, 0))
+            if r["status"] in cell:
+                cell[str(r["status"])] += int(r["count"])
+    out = [{"ip": ip, "provider": prov, **counts} for (ip, prov), counts in sorted(acc.items())]
+    return Summary(out, [dict(r) for r in reasons])

@@ -1,0 +1,3 @@
+from sendfleet.monitor.agent import main
+
+raise SystemExit(main())

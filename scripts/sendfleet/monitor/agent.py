@@ -1,0 +1,591 @@
+"""`python -m sendfleet.monitor {check|apply|delivery|status} --config /etc/sendfleet/monitor/config.json`.
+
+The host-side adapter of the monitor: DNS through the `sendfleet vet` engine (sendfleet.dns.vetting), Postfix
+through postconf(1) and postfix(1), the log through journalctl(1) or a log file. Every decision is made in
+the pure core (sendfleet.core.drain, .poolmap, .maillog, .metrics).
+
+Config (JSON, written by the dnsbl_monitor role): see roles/dnsbl_monitor/templates/config.json.j2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sendfleet.core import drain, maillog, poolmap
+from sendfleet.core.metrics import Family, render
+from sendfleet.core.resolvers import Resolver, parse_resolver
+from sendfleet.core.verdicts import Outcome, ZoneStatus
+from sendfleet.core.zones import ZonesConfig, parse_zones
+from sendfleet.errors import CannotCheckError, SendfleetError, UsageError
+
+STATE_VERSION = 1
+MAX_EVENTS = 200
+TAG = "sendfleet-monitor"
+
+
+# ------------------------------------------------------------------------------------------ small I/O
+
+
+def now_iso(ts: float | None = None) -> str:
+    return datetime.fromtimestamp(ts if ts is not None else time.time(), UTC).isoformat(timespec="seconds")
+
+
+def log(message: str, level: int = 6) -> None:
+    """One line on stdout: systemd puts it in the journal at syslog level `level` (SyslogLevelPrefix)."""
+    sys.stdout.write(f"<{level}>{TAG}: {message}\n")
+    sys.stdout.flush()
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError) as err:
+        log(f"{path}: unreadable ({err}); starting from an empty state", 4)
+        return default
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# -------------------------------------------------------------------------------------------- config
+
+
+class Config:
+    def __init__(self, data: Mapping[str, Any], source: str) -> None:
+        try:
+            self.host = str(data.get("host", os.uname().nodename))
+            self.zones_file = Path(data["zones_file"])
+            self.resolvers = [parse_resolver(str(r)) for r in data.get("resolvers") or []]
+            self.timeout = float(data.get("timeout", 2.0))
+            self.retries = int(data.get("retries", 3))
+            self.settings = drain.DrainSettings(
+                auto_drain=bool(data.get("auto_drain", True)),
+                restore_after=int(data.get("restore_after", 3)),
+                drain_last=bool(data.get("drain_last", False)),
+            )
+            self.members: list[dict[str, Any]] = [dict(m) for m in data.get("members") or []]
+            for m in self.members:
+                m["ip"], m["pool"], m["transport"] = str(m["ip"]), str(m["pool"]), str(m["transport"])
+                m["weight"] = int(m.get("weight", 1))
+                m["limits"] = dict(m.get("limits") or {})
+            self.state_file = Path(data.get("state_file", "/var/lib/sendfleet/monitor/state.json"))
+            self.delivery_file = Path(data.get("delivery_file", "/var/lib/sendfleet/monitor/delivery.json"))
+            self.textfile_dir = Path(data.get("textfile_dir", "/var/lib/prometheus/node-exporter"))
+            self.fact_file = Path(data["fact_file"]) if data.get("fact_file") else None
+            self.lock_file = Path(data.get("lock_file", "/run/sendfleet-monitor.lock"))
+            self.apply_postfix = bool(data.get("apply_postfix", True))
+            self.postfix_config_dir = Path(data.get("postfix_config_dir", "/etc/postfix"))
+            self.providers: dict[str, list[str]] = {
+                str(k): [str(d).lower() for d in v] for k, v in (data.get("providers") or {}).items()
+            }
+            self.log_source = str(data.get("log_source", "auto"))
+            self.keep_hours = int(data.get("keep_hours", 168))
+            self.reasons_top = int(data.get("reasons_top", 10))
+        except (KeyError, TypeError, ValueError) as err:
+            raise UsageError(f"{source}: bad monitor config: {err}") from None
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(m["ip"], m["pool"]) for m in self.members]
+
+    @property
+    def transports(self) -> dict[str, str]:
+        return {m["transport"]: m["ip"] for m in self.members}
+
+
+def load_config(path: Path) -> Config:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path}: cannot read the monitor config: {err}") from None
+    return Config(data, str(path))
+
+
+def load_zones(path: Path) -> ZonesConfig:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise UsageError(f"{path}: cannot read the zones file: {err}") from None
+    return parse_zones(data, str(path))
+
+
+# ------------------------------------------------------------------------------------------ the check
+
+
+def vet(cfg: Config, zones: ZonesConfig) -> tuple[dict[str, drain.Verdict], list[dict[str, Any]], dict[str, Any]]:
+    """The `sendfleet vet` engine on this host's sending IPs. Never raises for DNS trouble: every IP is
+    then `unknown` (an unknown never drains and never restores)."""
+    from sendfleet.core.targets import parse_targets
+    from sendfleet.dns.vetting import VetOptions, run_vet, system_resolvers
+
+    ips = [ip for ip, _ in cfg.pairs]
+    resolvers: Sequence[Resolver] = cfg.resolvers or system_resolvers()
+    extra: dict[str, Any] = {"resolvers": [str(r) for r in resolvers]}
+    if not ips:
+        return {}, [], extra
+    try:
+        if not resolvers:
+            raise CannotCheckError("no resolver configured and none in /etc/resolv.conf")
+        run = run_vet(
+            parse_targets(ips),
+            zones,
+            VetOptions(resolvers, timeout=cfg.timeout, retries=cfg.retries, ptr=False, asn=False),
+        )
+    except (CannotCheckError, OSError) as err:
+        detail = f"check failed: {err}"
+        zstat = [{"zone": z.name, "status": ZoneStatus.UNREACHABLE.value, "detail": detail} for z in zones.enabled]
+        unknown = {"zone": "*", "outcome": "unknown", "detail": detail}
+        extra["error"] = detail
+        return {ip: drain.Verdict(ip, drain.UNKNOWN, (unknown,)) for ip in ips}, zstat, extra
+    zstat = [{"zone": h.zone, "status": h.status.value, "detail": h.detail} for h in run.health]
+    verdicts: dict[str, drain.Verdict] = {}
+    for report in run.book.reports():
+        if report.kind != "ip":
+            continue
+        evidence = tuple(
+            {
+                "zone": a.zone,
+                "outcome": a.outcome.label,
+                "codes": list(a.codes),
+                "meanings": list(a.meanings),
+                "reason": a.reason,
+                "detail": a.detail,
+            }
+            for a in report.answers
+        )
+        label = report.verdict.label if report.verdict is not Outcome.PENDING else drain.UNKNOWN
+        verdicts[report.ip] = drain.Verdict(report.ip, label, evidence)
+    extra["networks"] = [
+        {"cidr": n.cidr, "listed": n.listed, "unknown": n.unknown, "total": n.total} for n in run.book.networks()
+    ]
+    extra["scan"] = run.scan
+    return verdicts, zstat, extra
+
+
+# ------------------------------------------------------------------------------------- Postfix (apply)
+
+
+def postconf_n(cfg: Config) -> dict[str, str]:
+    proc = subprocess.run(
+        ["postconf", "-c", str(cfg.postfix_config_dir), "-n"], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise CannotCheckError(f"postconf -n failed: {proc.stderr.strip()}")
+    out: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        name, sep, value = line.partition(" = ")
+        if sep:
+            out[name.strip()] = value.strip()
+        elif line.endswith(" ="):
+            out[line[:-2].strip()] = ""
+    return out
+
+
+def selection_plan(cfg: Config, drained: set[str], record: Mapping[str, Any], current: Mapping[str, str]) -> tuple[
+    dict[str, str | None], dict[str, dict[str, str | None]]
+]:
+    """main.cf changes (parameter -> value, None = remove) that make the pools' selection match the plan
+    weights with drained IPs at 0, and the transport limits of the plan; plus the new override record."""
+    pools: dict[str, list[tuple[str, int]]] = {}
+    desired: dict[str, str] = {}
+    for m in cfg.members:
+        weight = 0 if m["ip"] in drained else m["weight"]
+        pools.setdefault(m["pool"], []).append((m["transport"], weight))
+        if m["ip"] not in drained:
+            desired.update(poolmap.transport_limit_params(m["transport"], m["limits"]))
+    changes: dict[str, str | None] = {}
+    maps = current.get("sender_dependent_default_transport_maps")
+    if maps is not None:
+        new_maps = poolmap.rewrite_pool_maps(maps, pools)
+        if new_maps != maps:
+            changes["sender_dependent_default_transport_maps"] = new_maps
+    names = set(desired) | set(record)
+    plan = poolmap.plan_params({n: current.get(n) for n in names}, record, desired)
+    changes.update(plan.changes)
+    return changes, plan.record
+
+
+def apply_postfix(cfg: Config, changes: Mapping[str, str | None]) -> None:
+    """Write the changes with postconf, validate with `postfix check`, reload. On a failed check the
+    previous main.cf is put back and the error raised."""
+    main_cf = cfg.postfix_config_dir / "main.cf"
+    backup = main_cf.with_name(".main.cf.sendfleet-monitor")
+    shutil.copy2(main_cf, backup)
+    try:
+        sets = [f"{k}={v}" for k, v in changes.items() if v is not None]
+        unsets = [k for k, v in changes.items() if v is None]
+        if sets:
+            _run(["postconf", "-c", str(cfg.postfix_config_dir), "-e", *sets])
+        if unsets:
+            _run(["postconf", "-c", str(cfg.postfix_config_dir), "-X", *unsets])
+        check = subprocess.run(["postfix", "-c", str(cfg.postfix_config_dir), "check"], capture_output=True,
+                               text=True, check=False)
+        if check.returncode != 0 or "fatal" in check.stderr:
+            raise CannotCheckError(f"postfix check failed after the change: {check.stderr.strip()}")
+    except BaseException:
+        shutil.copy2(backup, main_cf)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            backup.unlink()
+    status = subprocess.run(["postfix", "-c", str(cfg.postfix_config_dir), "status"], capture_output=True,
+                            check=False)
+    if status.returncode == 0:
+        _run(["postfix", "-c", str(cfg.postfix_config_dir), "reload"])
+
+
+def _run(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise CannotCheckError(f"{' '.join(argv[:3])}... failed: {proc.stderr.strip()}")
+
+
+def sync_selection(cfg: Config, state: dict[str, Any], *, dry_run: bool = False) -> dict[str, str | None]:
+    """Make Postfix match the plan and the drained IPs of `state`. Returns the changes (made or due)."""
+    if not cfg.apply_postfix:
+        return {}
+    drained = {ip for ip, s in (state.get("ips") or {}).items() if s.get("status") == drain.DRAINED}
+    current = postconf_n(cfg)
+    changes, record = selection_plan(cfg, drained, state.get("overrides") or {}, current)
+    if changes and not dry_run:
+        apply_postfix(cfg, changes)
+        for name, value in sorted(changes.items()):
+            log(f"postfix: {name} = {value if value is not None else '(removed)'}")
+    if not dry_run:
+        state["overrides"] = record
+    return changes
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+def monitor_metrics(cfg: Config, state: Mapping[str, Any]) -> str:
+    listed = Family("sendfleet_ip_listed", "1 listed, 0 clean, -1 unknown: this IP in this zone at the last check")
+    verdict = Family("sendfleet_ip_verdict", "The IP's verdict at the last check (1 for the current one)")
+    zone_status = Family("sendfleet_zone_status", "Zone health at the last check (1 for the current status)")
+    drained = Family("sendfleet_ip_drained", "1 if the IP is drained (out of its pool's transport selection)")
+    blocked = Family("sendfleet_ip_drain_blocked", "1 if the IP is listed but kept: last in-service IP of its pool")
+    streak = Family("sendfleet_ip_clean_streak", "Consecutive clean checks of a drained IP")
+    weight = Family("sendfleet_ip_weight", "Entries of the IP's transport in its pool's randmap (0: drained)")
+    warm_day = Family("sendfleet_ip_warmup_day", "Warm-up day of the IP (absent when warm)")
+    network = Family("sendfleet_network_listed_ratio", "Share of the /24 listed at the last check")
+    last_run = Family("sendfleet_monitor_last_run_timestamp_seconds", "End of the last monitor check")
+    last_ok = Family("sendfleet_monitor_last_success_timestamp_seconds", "End of the last check with a usable zone")
+    check_ok = Family("sendfleet_monitor_check_ok", "1 if the last check reached at least one healthy zone")
+    ips = state.get("ips") or {}
+    verdicts = state.get("verdicts") or {}
+    for m in cfg.members:
+        ip, pool = m["ip"], m["pool"]
+        s = ips.get(ip) or {}
+        v = verdicts.get(ip) or {}
+        for e in v.get("evidence") or []:
+            value = {"listed": 1, "clean": 0}.get(str(e.get("outcome")), -1)
+            listed.add(value, ip=ip, pool=pool, zone=str(e.get("zone")))
+        for name in drain.VERDICTS:
+            verdict.add(1 if v.get("verdict", drain.UNKNOWN) == name else 0, ip=ip, pool=pool, verdict=name)
+        is_drained = s.get("status") == drain.DRAINED
+        drained.add(1 if is_drained else 0, ip=ip, pool=pool)
+        blocked.add(1 if s.get("drain_blocked") else 0, ip=ip, pool=pool)
+        streak.add(int(s.get("clean_streak", 0)), ip=ip, pool=pool)
+        weight.add(0 if is_drained else m["weight"], ip=ip, pool=pool)
+        day = (m.get("warmup") or {}).get("day")
+        if day is not None and not (m.get("warmup") or {}).get("warm"):
+            warm_day.add(int(day), ip=ip, pool=pool)
+    for z in state.get("zones") or []:
+        for st in ZoneStatus:
+            zone_status.add(1 if z.get("status") == st.value else 0, zone=str(z.get("zone")), status=st.value)
+    for n in state.get("networks") or []:
+        network.add(n["listed"] / n["total"] if n.get("total") else 0.0, cidr=str(n["cidr"]))
+    last_run.add(float(state.get("last_run_ts", 0)))
+    last_ok.add(float(state.get("last_success_ts", 0)))
+    check_ok.add(1 if state.get("check_ok") else 0)
+    fams = [listed, verdict, zone_status, drained, blocked, streak, weight, warm_day, network, last_run, last_ok,
+            check_ok]
+    return render(fams)
+
+
+def delivery_metrics(book: maillog.DeliveryBook, cfg: Config, last_run: float) -> str:
+    total = Family("sendfleet_delivery_total", "Delivery attempts per sending IP, provider and status", "counter")
+    reasons = Family(
+        "sendfleet_delivery_reason_total", "Top deferral/bounce reasons per IP, provider and status", "counter"
+    )
+    last_sent = Family("sendfleet_delivery_last_sent_timestamp_seconds", "Last successful delivery through the IP")
+    run = Family("sendfleet_delivery_last_run_timestamp_seconds", "End of the last log scan")
+    ips = list(dict.fromkeys([m["ip"] for m in cfg.members] + sorted({k[0] for k in book.totals})))
+    providers = sorted({k[1] for k in book.totals} | set(cfg.providers))
+    for ip in ips:
+        for prov in providers:
+            for st in maillog.STATUSES:
+                n = book.totals.get((ip, prov, st), 0)
+                if n or prov in cfg.providers:
+                    total.add(n, ip=ip, provider=prov, status=st)
+    for (ip, prov, st, reason), n in book.top_reasons(cfg.reasons_top):
+        reasons.add(n, ip=ip, provider=prov, status=st, reason=reason)
+    for ip, ts in sorted(book.last_sent.items()):
+        last_sent.add(ts, ip=ip)
+    run.add(last_run)
+    return render([total, reasons, last_sent, run])
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def cmd_check(cfg: Config) -> int:
+    with locked(cfg.lock_file):
+        state: dict[str, Any] = read_json(cfg.state_file, {})
+        previous = {ip: drain.IpState.from_dict(s) for ip, s in (state.get("ips") or {}).items()}
+        zones = load_zones(cfg.zones_file)
+        verdicts, zstat, extra = vet(cfg, zones)
+        now = now_iso()
+        result = drain.step(previous, cfg.pairs, verdicts, cfg.settings, now)
+        state.update(
+            {
+                "version": STATE_VERSION,
+                "host": cfg.host,
+                "updated": now,
+                "ips": {ip: s.as_dict() for ip, s in result.states.items()},
+                "verdicts": {
+                    ip: {"verdict": v.verdict, "evidence": [dict(e) for e in v.evidence]} for ip, v in verdicts.items()
+                },
+                "zones": zstat,
+                "networks": extra.get("networks", []),
+                "resolvers": extra.get("resolvers", []),
+                "settings": {
+                    "auto_drain": cfg.settings.auto_drain,
+                    "restore_after": cfg.settings.restore_after,
+                    "drain_last": cfg.settings.drain_last,
+                },
+            }
+        )
+        check_ok = "error" not in extra and any(z["status"] == ZoneStatus.OK.value for z in zstat)
+        state["check_ok"] = check_ok
+        if "error" in extra:
+            log(f"check could not reach the blocklists: {extra['error']}; nothing drained or restored", 4)
+        for z in zstat:
+            if z["status"] != ZoneStatus.OK.value and "error" not in extra:
+                log(f"zone {z['zone']} {z['status']}: {z['detail']} (its answers count as unknown)", 4)
+        events: list[dict[str, Any]] = list(state.get("events") or [])
+        for action in result.actions:
+            level = {"drain": 4, "blocked": 3, "listed_no_drain": 4, "restore": 5}.get(action.kind, 6)
+            log(action.message() + " evidence=" + json.dumps([dict(e) for e in action.evidence], sort_keys=True),
+                level)
+            events.append({"time": now, **action.as_dict()})
+        state["events"] = events[-MAX_EVENTS:]
+        error: SendfleetError | None = None
+        try:
+            sync_selection(cfg, state)
+        except SendfleetError as err:
+            error = err
+            log(f"postfix not changed: {err}", 3)
+        end = time.time()
+        state["last_run_ts"] = end
+        if check_ok:
+            state["last_success_ts"] = end
+        write_atomic(cfg.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        write_atomic(cfg.textfile_dir / "sendfleet_monitor.prom", monitor_metrics(cfg, state))
+        write_fact(cfg, state)
+        summary = ", ".join(
+            f"{ip} {s['status']}/{(state['verdicts'].get(ip) or {}).get('verdict', '?')}"
+            for ip, s in state["ips"].items()
+        )
+        log(f"checked {len(cfg.members)} IPs: {summary or 'none'}")
+        if error is not None:
+            raise error
+    return 0
+
+
+def write_fact(cfg: Config, state: Mapping[str, Any]) -> None:
+    """Ansible local fact (ansible_local.sendfleet_monitor): the drained IPs, for the postfix role."""
+    if cfg.fact_file is None:
+        return
+    ips = state.get("ips") or {}
+    fact = {
+        "drained": sorted(ip for ip, s in ips.items() if s.get("status") == drain.DRAINED),
+        "updated": state.get("updated"),
+    }
+    write_atomic(cfg.fact_file, json.dumps(fact, sort_keys=True) + "\n")
+
+
+def cmd_apply(cfg: Config, dry_run: bool) -> int:
+    """Exit 0: Postfix already matched; 1: it did not (and was changed unless --dry-run)."""
+    with locked(cfg.lock_file):
+        state: dict[str, Any] = read_json(cfg.state_file, {})
+        known = {m["ip"] for m in cfg.members}
+        state["ips"] = {ip: s for ip, s in (state.get("ips") or {}).items() if ip in known}
+        changes = sync_selection(cfg, state, dry_run=dry_run)
+        for name, value in sorted(changes.items()):
+            print(f"{'would set' if dry_run else 'set'} {name} = {value if value is not None else '(removed)'}")
+        if not dry_run:
+            state.setdefault("version", STATE_VERSION)
+            write_atomic(cfg.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+            write_atomic(cfg.textfile_dir / "sendfleet_monitor.prom", monitor_metrics(cfg, state))
+            write_fact(cfg, state)
+        return 1 if changes else 0
+
+
+# -------------------------------------------------------------------------------------------- delivery
+
+
+def _journal_lines(cursor: str | None, since_ts: float) -> Iterator[tuple[float, str, str, str]]:
+    argv = ["journalctl", "-o", "json", "--no-pager", "SYSLOG_FACILITY=2"]
+    if cursor:
+        argv += ["--after-cursor", cursor]
+    else:
+        argv += ["--since", datetime.fromtimestamp(since_ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        msg = entry.get("MESSAGE")
+        if isinstance(msg, list):
+            msg = bytes(msg).decode("utf-8", "replace")
+        ident = entry.get("SYSLOG_IDENTIFIER") or ""
+        ts = int(entry.get("__REALTIME_TIMESTAMP", "0")) / 1e6
+        yield ts, str(ident), str(msg or ""), str(entry.get("__CURSOR", ""))
+    proc.wait()
+    if proc.returncode not in (0, 1):
+        err = proc.stderr.read() if proc.stderr else ""
+        raise CannotCheckError(f"journalctl failed: {err.strip()}")
+
+
+def log_source(cfg: Config) -> str:
+    if cfg.log_source != "auto":
+        return cfg.log_source
+    proc = subprocess.run(["postconf", "-c", str(cfg.postfix_config_dir), "-h", "maillog_file"],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode == 0 and proc.stdout.strip():
+        return proc.stdout.strip()
+    if shutil.which("journalctl"):
+        return "journal"
+    return "/var/log/mail.log"
+
+
+def cmd_delivery(cfg: Config) -> int:
+    data: dict[str, Any] = read_json(cfg.delivery_file, {})
+    book = maillog.DeliveryBook(cfg.transports, cfg.providers)
+    book.load(data)
+    position: dict[str, Any] = dict(data.get("position") or {})
+    source = log_source(cfg)
+    now = time.time()
+    count = 0
+    if source == "journal":
+        cursor = position.get("cursor") if position.get("source") == "journal" else None
+        since = now - cfg.keep_hours * 3600
+        last_cursor = cursor
+        for ts, ident, msg, cur in _journal_lines(cursor, since):
+            last_cursor = cur or last_cursor
+            d = maillog.parse_delivery(ident, msg, ts)
+            if d is not None:
+                book.add(d)
+                count += 1
+        position = {"source": "journal", "cursor": last_cursor}
+    else:
+        path = Path(source)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            st = None
+        offset = int(position.get("offset", 0)) if position.get("source") == source else 0
+        if st is not None:
+            if position.get("inode") != st.st_ino or st.st_size < offset:
+                offset = 0
+            year = datetime.now(UTC).year
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                handle.seek(offset)
+                while True:
+                    line = handle.readline()
+                    if not line.endswith("\n"):
+                        break  # a partial last line is read next time
+                    offset += len(line.encode("utf-8", "replace"))
+                    parsed = maillog.parse_file_line(line, year)
+                    if parsed is None:
+                        continue
+                    d = maillog.parse_delivery(parsed[1], parsed[2], parsed[0])
+                    if d is not None:
+                        book.add(d)
+                        count += 1
+            position = {"source": source, "inode": st.st_ino, "offset": offset}
+    book.prune(cfg.keep_hours, now)
+    out = book.as_dict(reasons_limit=max(cfg.reasons_top * 5, 50))
+    out["position"] = position
+    out["host"] = cfg.host
+    out["updated"] = now_iso(now)
+    out["last_run_ts"] = now
+    write_atomic(cfg.delivery_file, json.dumps(out, indent=1, sort_keys=True) + "\n")
+    write_atomic(cfg.textfile_dir / "sendfleet_delivery.prom", delivery_metrics(book, cfg, now))
+    if count:
+        log(f"delivery: {count} new delivery lines from {source}")
+    return 0
+
+
+def cmd_status(cfg: Config) -> int:
+    state = read_json(cfg.state_file, {})
+    print(json.dumps(state, indent=2, sort_keys=True))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sendfleet.monitor", description=__doc__)
+    parser.add_argument("command", choices=("check", "apply", "delivery", "status"))
+    parser.add_argument("--config", type=Path, default=Path("/etc/sendfleet/monitor/config.json"))
+    parser.add_argument("--dry-run", action="store_true", help="apply: only say what would change")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        if args.command == "check":
+            return cmd_check(cfg)
+        if args.command == "apply":
+            return cmd_apply(cfg, args.dry_run)
+        if args.command == "delivery":
+            return cmd_delivery(cfg)
+        return cmd_status(cfg)
+    except SendfleetError as err:
+        log(f"{args.command}: {err}", 3)
+        return err.exit_code
