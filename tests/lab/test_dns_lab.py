@@ -8,6 +8,7 @@ zonedata). Tests that break a record restore it before they end.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -24,6 +25,7 @@ import dns.update
 import pytest
 
 from sendfleet import yamlfile
+from sendfleet.core.inventory import Inventory
 from sendfleet.inventory_io import load_inventory
 
 from .conftest import REPO, LabHandle, sendfleet
@@ -170,15 +172,8 @@ def test_removed_ptr_is_caught_and_the_next_run_repairs_it(fleet: LabHandle) -> 
     inv = str(fleet.inventory_dir)
     inventory = load_inventory(fleet.inventory_dir)
     victim = inventory.sending_ips()[-1]
-    settings = inventory.dns_update
-    assert settings is not None and settings.key is not None
-    key = dns.tsig.Key(settings.key.name + ".", settings.key.secret, settings.key.algorithm + ".")
-    rev = victim.ip.reverse_pointer
-    zone = next(z for z in inventory.dns_zones if rev.endswith(z))
-    upd = dns.update.UpdateMessage(zone + ".", keyring=key)
-    upd.delete(rev + ".", "PTR")
+    _delete_ptr(inventory, str(victim.ip))
     try:
-        assert dns.query.tcp(upd, settings.server, port=settings.port, timeout=10).rcode() == dns.rcode.NOERROR
 
         def excluded() -> bool:
             gate = _json("dns", "gate", "-i", inv, "--host", victim.host, "--format", "json", codes=(0, 1))
@@ -199,3 +194,56 @@ def test_removed_ptr_is_caught_and_the_next_run_repairs_it(fleet: LabHandle) -> 
 
     _eventually(back, f"the gate lets {victim.ip} back in")
     assert _playbook(fleet.inventory_dir)["changed"] == 0
+
+
+def _site(inv: Path, *extra: str) -> str:
+    proc = subprocess.run(
+        [str(REPO / ".venv/bin/ansible-playbook"), "-i", str(inv), "site.yml", *extra],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def _delete_ptr(inventory: Inventory, ip: str) -> None:
+    settings = inventory.dns_update
+    assert settings is not None and settings.key is not None
+    key = dns.tsig.Key(settings.key.name + ".", settings.key.secret, settings.key.algorithm + ".")
+    rev = ipaddress.ip_address(ip).reverse_pointer
+    zone = next(z for z in inventory.dns_zones if rev.endswith("." + z))
+    upd = dns.update.UpdateMessage(zone + ".", keyring=key)
+    upd.delete(rev + ".", "PTR")
+    assert dns.query.tcp(upd, settings.server, port=settings.port, timeout=10).rcode() == dns.rcode.NOERROR
+
+
+def test_site_leaves_out_an_ip_without_fcrdns_and_takes_it_back(converged: LabHandle) -> None:
+    """The PTR of one IP disappears where dns.yml cannot repair it (localhost is outside --limit): site.yml
+    leaves the IP out of its pool and says so; the next full run republishes the PTR and puts it back."""
+    inv = converged.inventory_dir
+    inventory = load_inventory(inv)
+    victim = next(
+        s
+        for s in inventory.sending_ips()
+        if sum(1 for o in inventory.hosts[s.host].sending_ips if o.pool == s.pool) >= 2
+    )
+    bind = f"smtp_bind_address={victim.ip}"
+    assert bind in converged.ssh(victim.host, "cat /etc/postfix/master.cf").stdout
+    _delete_ptr(inventory, str(victim.ip))
+    try:
+
+        def excluded() -> bool:
+            gate = _json("dns", "gate", "-i", str(inv), "--host", victim.host, "--format", "json", codes=(0, 1))
+            return any(g["ip"] == str(victim.ip) and not g["passed"] for g in gate)
+
+        _eventually(excluded, f"the gate sees {victim.ip} without PTR")
+        out = _site(inv, "--limit", victim.host)
+        said = [ln for ln in out.splitlines() if str(victim.ip) in ln and "LEFT OUT of its pool" in ln]
+        assert said and "no PTR record" in " ".join(said), out[-4000:]
+        assert bind not in converged.ssh(victim.host, "cat /etc/postfix/master.cf").stdout
+    finally:
+        out = _site(inv, "--limit", f"{victim.host}:localhost")
+    assert "LEFT OUT of its pool" not in out
+    assert bind in converged.ssh(victim.host, "cat /etc/postfix/master.cf").stdout

@@ -196,7 +196,8 @@ def test_diff_is_minimal_and_keeps_foreign_txt(rsa_key: rsa.RSAPrivateKey) -> No
     current[("shop.test", "TXT")] = Current(300, ("google-site-verification=x", "v=spf1 ip4:198.51.100.9 ~all"))
     current[("o80.mta1.lab.test", "A")] = Current(300, ("198.51.100.80", "198.51.100.81"))
     current[("_dmarc.shop.test", "TXT")] = Current(60, current[("_dmarc.shop.test", "TXT")].values)
-    changes = {(c.name, c.rtype): c for c in diff(plan.publishable(), current)}
+    ours = {("o80.mta1.lab.test", "A"): frozenset({"198.51.100.80", "198.51.100.81"})}
+    changes = {(c.name, c.rtype): c for c in diff(plan.publishable(), current, published=ours)}
     assert set(changes) == {("shop.test", "TXT"), ("o80.mta1.lab.test", "A"), ("_dmarc.shop.test", "TXT")}
     spf = changes[("shop.test", "TXT")]
     assert spf.delete == ("v=spf1 ip4:198.51.100.9 ~all",) and not spf.delete_rrset
@@ -220,8 +221,27 @@ def test_prune_only_what_sendfleet_published(rsa_key: rsa.RSAPrivateKey) -> None
         ("o99.mta1.lab.test", "A"): Current(300, ("198.51.100.99",)),
         ("s2025._domainkey.shop.test", "TXT"): Current(None, ()),
     }
-    changes = diff([], current, prune)
+    changes = diff([], current, prune, {("o99.mta1.lab.test", "A"): frozenset({"198.51.100.99"})})
     assert [(c.name, c.delete, c.delete_rrset) for c in changes] == [("o99.mta1.lab.test", ("198.51.100.99",), True)]
     # a record whose key went missing is still planned (with an error): it is not deleted
     broken = plan_records(inventory(), {("shop.test", "s2026a"): None, ("news.test", "s1"): None})
     assert prune_keys(broken.records, [ManagedKey("shop.test", "s2026a._domainkey.shop.test", "TXT", "")]) == []
+
+
+def test_addresses_sendfleet_did_not_publish_are_never_removed(rsa_key: rsa.RSAPrivateKey) -> None:
+    """A PTR name may be a host's own name: its other addresses stay, only ours come and go."""
+    plan = plan_records(inventory(), keys(rsa_key))
+    recs = [r for r in plan.publishable() if r.key == ("o80.mta1.lab.test", "A")]
+    current = {("o80.mta1.lab.test", "A"): Current(600, ("198.51.100.10", "198.51.100.81"))}
+    # first run (nothing published before): add ours, touch nothing else, not even the TTL
+    (change,) = diff(recs, current)
+    assert (change.delete, change.add, change.delete_rrset) == ((), ("198.51.100.80",), False)
+    # .81 was ours before: it goes, .10 stays
+    (change,) = diff(recs, current, published={("o80.mta1.lab.test", "A"): frozenset({"198.51.100.81"})})
+    assert (change.delete, change.add, change.delete_rrset) == (("198.51.100.81",), ("198.51.100.80",), False)
+    # the name is no longer planned: only our address is deleted, never the RRset
+    key = ManagedKey("lab.test", "o80.mta1.lab.test", "A", "")
+    current = {("o80.mta1.lab.test", "A"): Current(600, ("198.51.100.10", "198.51.100.80"))}
+    (change,) = diff([], current, [key], {("o80.mta1.lab.test", "A"): frozenset({"198.51.100.80"})})
+    assert (change.delete, change.delete_rrset) == (("198.51.100.80",), False)
+    assert diff([], current, [key], {}) == []

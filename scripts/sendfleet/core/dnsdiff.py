@@ -1,7 +1,8 @@
 """What to send to the authoritative server so that it holds the plan: the minimal diff (pure).
 
-Whole RRsets are owned for PTR, A/AAAA, DKIM, DMARC, MTA-STS and TLS-RPT names. At a sender domain's apex
-only the `v=spf1` TXT value is owned: other TXT values there (site verifications...) are never touched.
+Whole RRsets are owned for PTR, DKIM, DMARC, MTA-STS and TLS-RPT names. At a sender domain's apex only the
+`v=spf1` TXT value is owned: other TXT values there (site verifications...) are never touched. At an A/AAAA
+name only the addresses sendfleet plans or published before are: a PTR name may be a host's own name.
 Records sendfleet published earlier and no longer plans (the state in the inventory, see
 `sendfleet.dns.update`) are deleted, never anything else.
 """
@@ -70,6 +71,9 @@ class Change:
         }
 
 
+SHARED_TYPES = ("A", "AAAA")  # only the values sendfleet published are its own
+
+
 def presentation(rtype: str, value: str) -> str:
     if rtype == "TXT":
         return txt_presentation(value)
@@ -104,17 +108,26 @@ def diff(
     records: Sequence[PlannedRecord],
     current: Mapping[tuple[str, str], Current],
     prune: Iterable[ManagedKey] = (),
+    published: Mapping[tuple[str, str], frozenset[str]] | None = None,
 ) -> list[Change]:
-    """Changes turning `current` into the plan. `records`: the publishable ones; `prune`: keys to delete."""
+    """Changes turning `current` into the plan. `records`: the publishable ones; `prune`: keys to delete;
+    `published`: the addresses sendfleet published before at each A/AAAA name (the only ones it may remove
+    there: a PTR name may also be a host's own name with addresses sendfleet knows nothing about)."""
+    published = published or {}
     changes: list[Change] = []
     for rec in records:
         if not rec.publishable or rec.zone is None:
             continue
         cur = current.get(rec.key, Current(None, ()))
-        have = [normalize(rec.rtype, v) for v in cur.values if owned(v, rec.match)]
         want = [normalize(rec.rtype, v) for v in rec.values]
+        have = [normalize(rec.rtype, v) for v in cur.values if owned(v, rec.match)]
+        foreign = False
+        if rec.rtype in SHARED_TYPES:
+            ours = published.get(rec.key, frozenset()) | set(want)
+            foreign = any(v not in ours for v in have)
+            have = [v for v in have if v in ours]
         have_set, want_set = set(have), set(want)
-        ttl_differs = rec.match is None and bool(have) and cur.ttl is not None and cur.ttl != rec.ttl
+        ttl_differs = rec.match is None and not foreign and bool(have) and cur.ttl is not None and cur.ttl != rec.ttl
         if have_set == want_set and len(have) == len(have_set) and not ttl_differs:
             continue
         if ttl_differs:
@@ -143,10 +156,15 @@ def diff(
     for key in sorted(set(prune)):
         cur = current.get((key.name, key.rtype), Current(None, ()))
         match = key.match or None
-        gone = tuple(sorted({normalize(key.rtype, v) for v in cur.values if owned(v, match)}))
+        values = {normalize(key.rtype, v) for v in cur.values if owned(v, match)}
+        whole = match is None
+        if key.rtype in SHARED_TYPES:
+            ours = published.get((key.name, key.rtype), frozenset())
+            whole = whole and values <= ours
+            values &= ours
+        gone = tuple(sorted(values))
         if not gone:
             continue
-        whole = match is None
         changes.append(
             Change(key.zone, key.name, key.rtype, cur.ttl or 0, gone, (), whole, "no longer planned", key.name)
         )

@@ -22,7 +22,16 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.update
 
-from sendfleet.core.dnsdiff import Change, ManagedKey, diff, managed_key, presentation, prune_keys
+from sendfleet.core.dnsdiff import (
+    SHARED_TYPES,
+    Change,
+    ManagedKey,
+    diff,
+    managed_key,
+    normalize,
+    presentation,
+    prune_keys,
+)
 from sendfleet.core.inventory import DnsUpdateSettings, Inventory
 from sendfleet.core.records import Plan
 from sendfleet.dns.resolve import Authoritative, tsig_key
@@ -43,19 +52,39 @@ def state_path(inv: Inventory) -> Path:
     return inv.path / STATE_FILE
 
 
-def read_state(inv: Inventory) -> list[ManagedKey]:
+@dataclass
+class State:
+    """What sendfleet published before: the keys it manages, and its addresses at each A/AAAA name."""
+
+    keys: list[ManagedKey] = field(default_factory=list)
+    addresses: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+
+
+def read_state(inv: Inventory) -> State:
     path = state_path(inv)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return [ManagedKey(r["zone"], r["name"], r["type"], r.get("match", "")) for r in data["records"]]
+        state = State()
+        for r in data["records"]:
+            key = ManagedKey(r["zone"], r["name"], r["type"], r.get("match", ""))
+            state.keys.append(key)
+            if r.get("values"):
+                state.addresses[(key.name, key.rtype)] = frozenset(str(v) for v in r["values"])
+        return state
     except FileNotFoundError:
-        return []
+        return State()
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UsageError(f"{path}: unreadable state of published records ({err}); delete it to start over") from None
 
 
-def write_state(inv: Inventory, keys: Sequence[ManagedKey]) -> None:
-    records = [k.as_dict() for k in sorted(set(keys))]
+def write_state(inv: Inventory, state: State) -> None:
+    records = []
+    for key in sorted(set(state.keys)):
+        entry: dict[str, object] = dict(key.as_dict())
+        values = state.addresses.get((key.name, key.rtype))
+        if values:
+            entry["values"] = sorted(values)
+        records.append(entry)
     text = json.dumps({"version": 1, "records": records}, indent=1) + "\n"
     path = state_path(inv)
     try:
@@ -76,19 +105,26 @@ def _settings(inv: Inventory) -> DnsUpdateSettings:
     return inv.dns_update
 
 
-def compute_changes(inv: Inventory, plan: Plan) -> tuple[list[Change], list[ManagedKey]]:
-    """The diff against the authoritative server, and the keys sendfleet will manage after applying it."""
+def compute_changes(inv: Inventory, plan: Plan) -> tuple[list[Change], State]:
+    """The diff against the authoritative server, and what sendfleet will manage once it is applied."""
     settings = _settings(inv)
     previously = read_state(inv)
     publishable = plan.publishable()
-    prune = [k for k in prune_keys(plan.records, previously) if k.zone in inv.dns_zones]
+    prune = [k for k in prune_keys(plan.records, previously.keys) if k.zone in inv.dns_zones]
     wanted = {r.key for r in publishable} | {(k.name, k.rtype) for k in prune}
     with Authoritative(settings.server, settings.port, settings.key) as auth:
         current = auth.current(wanted)
-    changes = diff(publishable, current, prune)
+    changes = diff(publishable, current, prune, previously.addresses)
     errored = {(r.name, r.rtype) for r in plan.records if r.error is not None}
-    keep = [managed_key(r) for r in publishable] + [k for k in previously if (k.name, k.rtype) in errored]
-    return changes, keep
+    after = State()
+    after.keys = [managed_key(r) for r in publishable] + [k for k in previously.keys if (k.name, k.rtype) in errored]
+    for rec in publishable:
+        if rec.rtype in SHARED_TYPES:
+            after.addresses[rec.key] = frozenset(normalize(rec.rtype, v) for v in rec.values)
+    for key in after.keys:
+        if (key.name, key.rtype) in errored and (key.name, key.rtype) in previously.addresses:
+            after.addresses[(key.name, key.rtype)] = previously.addresses[(key.name, key.rtype)]
+    return changes, after
 
 
 def send(settings: DnsUpdateSettings, changes: Sequence[Change]) -> list[str]:
@@ -131,9 +167,9 @@ def _rdata(rtype: str, value: str) -> dns.rdata.Rdata:
 
 
 def apply(inv: Inventory, plan: Plan, *, dry_run: bool = False) -> ApplyResult:
-    changes, keep = compute_changes(inv, plan)
+    changes, after = compute_changes(inv, plan)
     if dry_run:
         return ApplyResult(changes, sent=False)
     zones = send(_settings(inv), changes) if changes else []
-    write_state(inv, keep)
+    write_state(inv, after)
     return ApplyResult(changes, sent=bool(changes), zones=zones)
