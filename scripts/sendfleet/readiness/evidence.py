@@ -144,6 +144,7 @@ def _sig_tags(value: str) -> dict[str, str]:
 
 def dkim_signatures(view: DnsView, raw: bytes) -> tuple[DkimSignature, ...]:
     """Every DKIM-Signature of the message, each verified by dkimpy with its key fetched from DNS."""
+    raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")  # stores often keep LF line ends
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     headers = msg.get_all("DKIM-Signature") or []
     out: list[DkimSignature] = []
