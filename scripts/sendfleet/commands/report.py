@@ -1,0 +1,149 @@
+"""`sendfleet report -i INVENTORY [--hours N] [--png FILE] [--format table|json]`: deliveries per sending IP
+and destination provider (sent / deferred / bounced) over the last N hours, the top deferral and bounce
+reasons, and each IP's monitor status (in service / drained), as counted on every sender by the
+dnsbl_monitor role (its delivery timer reads Postfix's log). `--png` draws a chart of the window."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sendfleet.core import maillog
+from sendfleet.errors import EXIT_OK, UsageError
+
+STATE_DIR = "/var/lib/sendfleet/monitor"
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("report", help="deliveries per sending IP and provider, with a PNG chart")
+    parser.add_argument("-i", "--inventory", type=Path, required=True)
+    parser.add_argument("--hours", type=int, default=24, help="window in hours, up to now (default 24)")
+    parser.add_argument("--png", type=Path, help="write a chart of the window to this PNG file")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--group", default="senders", help="inventory group of the senders (default senders)")
+    parser.add_argument("--from-dir", type=Path,
+                        help="read DIR/<host>/delivery.json and state.json instead of asking the hosts by SSH")
+    parser.add_argument("--state-dir", default=STATE_DIR, help=f"monitor state directory on the hosts ({STATE_DIR})")
+    parser.set_defaults(func=_run)
+
+
+def _fetch(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    from sendfleet.inventory_io import load_inventory
+    from sendfleet.monitor import remote
+
+    inv = load_inventory(args.inventory)
+    hosts = inv.group(args.group)
+    if not hosts:
+        raise UsageError(f"{args.inventory}: no host in group {args.group!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for host in hosts:
+        if args.from_dir is not None:
+            files = {}
+            for name in ("delivery", "state"):
+                path = args.from_dir / host.name / f"{name}.json"
+                files[name] = json.loads(path.read_text()) if path.exists() else None
+        else:
+            files = {
+                name: remote.read_json(host.name, host.vars, f"{args.state_dir}/{name}.json")
+                for name in ("delivery", "state")
+            }
+        out[host.name] = files
+    return out
+
+
+def build_report(data: dict[str, dict[str, Any]], hours: int, now: float) -> dict[str, Any]:
+    since = maillog.hour_key(now - (hours - 1) * 3600)
+    end = datetime.fromtimestamp(now, UTC)
+    window = [(end - timedelta(hours=h)).strftime("%Y-%m-%dT%H") for h in range(hours - 1, -1, -1)]
+    rows: list[dict[str, Any]] = []
+    reasons: list[dict[str, Any]] = []
+    per_hour: dict[str, dict[str, int]] = {}
+    ips: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for host, files in sorted(data.items()):
+        delivery = files.get("delivery") or {}
+        state = files.get("state") or {}
+        if not delivery:
+            missing.append(host)
+        hours_data = {h: r for h, r in (delivery.get("hours") or {}).items() if h >= since}
+        summary = maillog.summarise(hours_data, since, delivery.get("reasons") or [])
+        rows += [{"host": host, **r} for r in summary.rows]
+        reasons += [{"host": host, **r} for r in summary.reasons]
+        for h, rs in hours_data.items():
+            cell = per_hour.setdefault(h, {})
+            for r in rs:
+                cell[str(r["status"])] = cell.get(str(r["status"]), 0) + int(r["count"])
+        for ip, s in sorted((state.get("ips") or {}).items()):
+            verdict = ((state.get("verdicts") or {}).get(ip) or {}).get("verdict")
+            ips.append({"host": host, "ip": ip, "pool": s.get("pool"), "status": s.get("status"), "verdict": verdict,
+                        "since": s.get("since")})
+    reasons.sort(key=lambda r: (-int(r["count"]), str(r["reason"])))
+    return {
+        "window": {"hours": hours, "from": since, "generated": datetime.fromtimestamp(now, UTC).isoformat()},
+        "rows": rows,
+        "per_hour": {h: per_hour.get(h, {}) for h in window},
+        "reasons": reasons[:20],
+        "ips": ips,
+        "hosts_without_data": missing,
+    }
+
+
+def _per_ip(report: dict[str, Any]) -> list[tuple[str, dict[str, int]]]:
+    acc: dict[tuple[str, str], dict[str, int]] = {}
+    for r in report["rows"]:
+        cell = acc.setdefault((r["host"], r["ip"]), dict.fromkeys(maillog.STATUSES, 0))
+        for st in maillog.STATUSES:
+            cell[st] += int(r[st])
+    return [(f"{host} {ip}", c) for (host, ip), c in sorted(acc.items())]
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not 1 <= args.hours <= 24 * 31:
+        raise UsageError(f"--hours {args.hours}: expected 1..744")
+    if args.png is not None and not args.png.parent.is_dir():
+        raise UsageError(f"--png {args.png}: no such directory {args.png.parent}")
+    report = build_report(_fetch(args), args.hours, time.time())
+    if args.png is not None:
+        from sendfleet.monitor.chart import draw_report, write_png
+
+        title = f"sendfleet deliveries, last {args.hours} h (from {report['window']['from']}:00 UTC)"
+        write_png(args.png, draw_report(list(report["per_hour"]), report["per_hour"], _per_ip(report), title))
+    if args.format == "json":
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"deliveries in the last {args.hours} h per sending IP and provider")
+    for col in ("host", "ip", "provider", "sent", "deferred", "bounced", "deferred %"):
+        table.add_column(col, justify="right" if col in ("sent", "deferred", "bounced", "deferred %") else "left")
+    for r in report["rows"]:
+        tried = r["sent"] + r["deferred"] + r["bounced"]
+        rate = f"{100 * r['deferred'] / tried:.1f}" if tried else "-"
+        table.add_row(r["host"], r["ip"], r["provider"], str(r["sent"]), str(r["deferred"]), str(r["bounced"]), rate)
+    console.print(table)
+    if report["reasons"]:
+        rt = Table(title="top deferral/bounce reasons (since monitoring began)")
+        for col in ("host", "ip", "provider", "status", "count", "reason"):
+            rt.add_column(col)
+        for r in report["reasons"][:10]:
+            rt.add_row(r["host"], r["ip"], r["provider"], r["status"], str(r["count"]), r["reason"])
+        console.print(rt)
+    if report["ips"]:
+        st = Table(title="blocklist monitor")
+        for col in ("host", "ip", "pool", "status", "last verdict", "since"):
+            st.add_column(col)
+        for i in report["ips"]:
+            st.add_row(i["host"], i["ip"], str(i["pool"]), str(i["status"]), str(i["verdict"]), str(i["since"]))
+        console.print(st)
+    if report["hosts_without_data"]:
+        console.print(f"no delivery data yet on: {', '.join(report['hosts_without_data'])}")
+    if args.png is not None:
+        console.print(f"chart written to {args.png}")
+    return EXIT_OK
