@@ -144,7 +144,8 @@ async def _run(targets: TargetSet, config: ZonesConfig, options: VetOptions) -> 
     if targets.domains:
         relevant += [z for z in zones if z.kind is Kind.DOMAIN]
     if relevant and not any(book.health[z.name].status is ZoneStatus.OK for z in relevant):
-        what = "; ".join(f"{z.name} {book.health[z.name].status.value}" for z in dict.fromkeys(relevant))
+        names = dict.fromkeys(z.name for z in relevant)
+        what = "; ".join(f"{name} {book.health[name].status.value}" for name in names)
         raise CannotCheckError(f"no zone could be used, nothing vetted: {what}")
 
     # 2. the bulk scan: every address of every /24 holding an IPv4 target, in each healthy zone.
