@@ -357,7 +357,7 @@ def _admit(
                 continue
             entry = CommentedMap()
             entry["ip"] = report.ip
-            entry["vetted"] = vetted_on
+            entry["vetted"] = dt.date.fromordinal(vetted_on.toordinal())  # a new object: no YAML anchors
             entry["zones"] = CommentedSeq(zones if ":" not in report.ip else zones6)
             entry["zones"].fa.set_flow_style()
             entry["resolver"] = resolver

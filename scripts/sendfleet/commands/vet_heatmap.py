@@ -52,7 +52,7 @@ def _cells(book: VetBook, base: int) -> Iterator[tuple[int, int, tuple[int, int,
 def _layout(count: int) -> tuple[int, int, int]:
     cols = max(1, min(PER_ROW, count))
     rows = (count + cols - 1) // cols
-    width = MARGIN + cols * (GRID + MARGIN)
+    width = max(MARGIN + cols * (GRID + MARGIN), 420)  # room for the legend
     height = MARGIN + rows * (GRID + TITLE + MARGIN) + 20 * (len(LEGEND) + 1)
     return cols, width, height
 
