@@ -415,3 +415,31 @@ def test_silent_resolver_is_exit_3(inventory: Path, capsys: pytest.CaptureFixtur
         code, _ = run(capsys, "dns", "gate", "-i", str(inventory), "--host", "mta1", "--format", "json")
     assert code == 3
     conf.write_text(text)
+
+
+def test_a_big_fleet_is_sent_in_several_updates(
+    inventory: Path, knot: Knot, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """250 IPs: 500 RRsets, split into several UPDATE messages per zone (the limit is lowered here so that
+    this size splits); a second run changes nothing."""
+    from sendfleet.dns import update
+
+    sent: list[int] = []
+    real_tcp = update.dns.query.tcp
+
+    def counting_tcp(msg: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(len(msg.to_wire()) if hasattr(msg, "update") else 0)
+        return real_tcp(msg, *args, **kwargs)
+
+    monkeypatch.setattr(update.dns.query, "tcp", counting_tcp)
+    monkeypatch.setattr(update, "MAX_UPDATE_BYTES", 4000)  # 250 changes compress to ~6 KB: force splitting
+    many = "".join(f"  - {{ip: 198.51.100.{i}, pool: transactional, ptr: o{i}.mta2.lab.test}}\n" for i in range(1, 251))
+    _write(inventory / "host_vars/mta1.yml", "sending_ips: []\n")
+    _write(inventory / "host_vars/mta2.yml", "sending_ips:\n" + many)
+    code, result = run(capsys, "dns", "apply", "-i", str(inventory), "--format", "json")
+    assert code == 0 and len(result["changes"]) >= 500
+    assert len([n for n in sent if n]) > len(result["zones"])  # more messages than zones
+    assert max(sent) < 65535
+    assert knot.query("250.100.51.198.in-addr.arpa", "PTR") == ["o250.mta2.lab.test."]
+    assert knot.query("o1.mta2.lab.test", "A") == ["198.51.100.1"]
+    assert run(capsys, "dns", "apply", "-i", str(inventory), "--format", "json")[1]["changed"] is False

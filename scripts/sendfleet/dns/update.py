@@ -39,6 +39,7 @@ from sendfleet.errors import CannotCheckError, UsageError
 from sendfleet.yamlfile import write_atomic
 
 STATE_FILE = Path(".sendfleet") / "dns-published.json"
+MAX_UPDATE_BYTES = 30000  # an UPDATE message carries at most 64 KB: split bigger ones (per zone)
 
 
 @dataclass
@@ -128,13 +129,24 @@ def compute_changes(inv: Inventory, plan: Plan) -> tuple[list[Change], State]:
 
 
 def send(settings: DnsUpdateSettings, changes: Sequence[Change]) -> list[str]:
-    """One signed UPDATE per zone; CannotCheckError if the server refuses. Returns the zones updated."""
+    """Signed UPDATEs, one per zone (more when a zone's changes exceed MAX_UPDATE_BYTES);
+    CannotCheckError if the server refuses. Returns the zones updated."""
     assert settings.key is not None
     key = tsig_key(settings.key)
     zones: dict[str, list[Change]] = {}
     for change in changes:
         zones.setdefault(change.zone, []).append(change)
+    batches: list[tuple[str, list[Change]]] = []
     for zone, zchanges in zones.items():
+        size = MAX_UPDATE_BYTES
+        for change in zchanges:
+            cost = sum(len(change.name) + len(v) + 24 for v in (*change.delete, *change.add)) + len(change.name) + 24
+            if size + cost > MAX_UPDATE_BYTES:
+                batches.append((zone, []))
+                size = 0
+            batches[-1][1].append(change)
+            size += cost
+    for zone, zchanges in batches:
         upd = dns.update.UpdateMessage(zone + ".", keyring=key)
         for ch in zchanges:
             name = dns.name.from_text(ch.name + ".")
@@ -170,6 +182,15 @@ def apply(inv: Inventory, plan: Plan, *, dry_run: bool = False) -> ApplyResult:
     changes, after = compute_changes(inv, plan)
     if dry_run:
         return ApplyResult(changes, sent=False)
-    zones = send(_settings(inv), changes) if changes else []
+    try:
+        zones = send(_settings(inv), changes) if changes else []
+    except CannotCheckError:
+        # some zones may be updated: remember both what was managed and what is now, so nothing is orphaned
+        previously = read_state(inv)
+        after.keys = sorted(set(after.keys) | set(previously.keys))
+        for name_type, values in previously.addresses.items():
+            after.addresses[name_type] = after.addresses.get(name_type, frozenset()) | values
+        write_state(inv, after)
+        raise
     write_state(inv, after)
     return ApplyResult(changes, sent=bool(changes), zones=zones)
