@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     table = Table(title=f"deliveries in the last {args.hours} h per sending IP and provider")
     for col in ("host", "ip", "provider", "sent", "deferred", "bounced", "deferred %"):
         table.add_column(col, justify="right" if col in ("sent", "deferred", "bounced", "deferred %") else "left")

@@ -117,5 +117,5 @@ def _plan(args: argparse.Namespace) -> int:
             _limits_text(t["limits"]),
             *later,
         )
-    Console().print(table)
+    (Console() if sys.stdout.isatty() else Console(width=200)).print(table)
     return EXIT_OK

@@ -36,17 +36,9 @@ def randmap_members(value: str) -> list[list[str]]:
 
 
 def weighted_members(weights: Sequence[tuple[str, int]]) -> list[str]:
-    """[(transport, weight)] -> members, each repeated weight times, interleaved round-robin so that
-    the list reads well (a, b, c, a, b, a) and a prefix never holds only one transport."""
-    left = {t: w for t, w in weights if w > 0}
-    order = [t for t, w in weights if w > 0]
-    out: list[str] = []
-    while order:
-        for t in order:
-            out.append(t)
-            left[t] -= 1
-        order = [t for t in order if left[t] > 0]
-    return out
+    """[(transport, weight)] -> members, each repeated weight times in place (a, a, a, b, c, c): the layout
+    of the postfix role's own `sf_pool_randmap`, so that both write the same value for the same weights."""
+    return [t for t, w in weights for _ in range(max(0, w))]
 
 
 def rewrite_pool_maps(value: str, pools: Mapping[str, Sequence[tuple[str, int]]]) -> str:
@@ -71,10 +63,9 @@ def rewrite_pool_maps(value: str, pools: Mapping[str, Sequence[tuple[str, int]]]
             return match.group(0)
         pool = max(sorted(counts), key=lambda p: counts[p])
         foreign = list(dict.fromkeys(m for m in members if m not in owner and not m.startswith(ALL_DRAINED)))
-        # keep the order the members have now (a no-op rewrite leaves the value as it is)
-        first = {m: i for i, m in reversed(list(enumerate(members)))}
-        ordered = sorted(pools[pool], key=lambda tw: first.get(tw[0], len(members)))
-        new = weighted_members(ordered) + foreign
+        # the pool's order (the inventory's, as the postfix role writes it): a restored IP goes back to its
+        # place, and equal weights give back exactly the postfix role's value
+        new = weighted_members(pools[pool]) + foreign
         if not new:
             new = [ALL_DRAINED + pool]
         return "randmap:{" + ", ".join(new) + "}"

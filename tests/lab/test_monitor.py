@@ -1,0 +1,378 @@
+"""The dnsbl_monitor role on the lab (issue 7, "Done when"), on mta1 only, everything restored in `finally`:
+
+- listing an in-service IP in the lab's rbldnsd drains it after one check (state, metrics, Postfix's randmap,
+  the journal with evidence); mail of its pool still reaches the sink through the pool's other IPs; unlisted,
+  it returns after N consecutive clean checks;
+- the lab resolver unreachable from mta1 drains nothing and restores nothing;
+- a warming IP (day 1) with two warm IPs carries about its scheduled share of 1,000 messages, not more;
+- the delivery metrics per IP match what the sink received and what it deferred on purpose (421 for yahoo.test).
+
+The timers of mta1 are stopped during each test (so that only the test's own checks count) and started again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+
+from sendfleet.core import maillog, warmup
+from sendfleet.core.metrics import parse, samples_of
+from sendfleet.core.poolmap import randmap_members
+from tests.lab.conftest import LabHandle
+from tests.lab.test_site import host_address, inventory_model, make_message, submit, wait_for
+
+pytestmark = pytest.mark.lab
+
+HOST = "mta1"
+POOL = "transactional"
+DOMAIN = "shop.test"  # a sender domain of the transactional pool
+CONFIG = "/etc/sendfleet/monitor/config.json"
+STATE = "/var/lib/sendfleet/monitor/state.json"
+PROM_DIR = "/var/lib/prometheus/node-exporter"
+PYTHON = "/opt/sendfleet/venv/bin/python"
+LAB_RESOLVER = "198.51.100.4"
+ZONE = "zen.lab.test"
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def pool_ips(lab: LabHandle) -> list[str]:
+    _, sending = inventory_model(lab.inventory_dir)
+    return [e["ip"] for e in sending[HOST] if e["pool"] == POOL]
+
+
+def transport(ip: str) -> str:
+    return "sf_" + ip.replace(".", "_")
+
+
+def check(lab: LabHandle) -> dict[str, Any]:
+    """One monitor run (what the timer does), then its state file."""
+    lab.ssh(HOST, "systemctl start sendfleet-monitor.service")
+    return json.loads(lab.ssh(HOST, f"cat {STATE}").stdout)
+
+
+def prom(lab: LabHandle, name: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return parse(lab.ssh(HOST, f"cat {PROM_DIR}/{name}").stdout)
+
+
+def metric(parsed: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float | None:
+    for got, value in samples_of(parsed, name):
+        if all(got.get(k) == v for k, v in labels.items()):
+            return value
+    return None
+
+
+def pool_members(lab: LabHandle) -> list[str]:
+    """The members of mta1's transactional randmap, as Postfix has them now."""
+    value = lab.ssh(HOST, "postconf -h sender_dependent_default_transport_maps").stdout
+    ours = {transport(ip) for ip in pool_ips(lab)}
+    for members in randmap_members(value):
+        if ours & set(members):
+            return members
+    raise AssertionError(f"no randmap of pool {POOL} in {value!r}")
+
+
+def restore_after(lab: LabHandle) -> int:
+    return int(json.loads(lab.ssh(HOST, f"cat {CONFIG}").stdout)["restore_after"])
+
+
+@pytest.fixture
+def monitor(converged: LabHandle) -> Iterator[LabHandle]:
+    """mta1 with its monitor timers stopped for the test (started again afterwards)."""
+    lab = converged
+    lab.ssh(HOST, "systemctl stop sendfleet-monitor.timer sendfleet-delivery.timer")
+    try:
+        yield lab
+    finally:
+        lab.ssh(HOST, "systemctl start sendfleet-monitor.timer sendfleet-delivery.timer", check=False)
+
+
+def restore_all(lab: LabHandle, listed: list[str]) -> None:
+    """Unlist, then run clean checks until no IP of mta1 is drained (at most restore_after + 2 runs)."""
+    from sendfleet.lab.control import unlist_entry
+
+    for ip in listed:
+        unlist_entry(ZONE, ip)
+    for ip in listed:
+        wait_dns(ip, listed=False)
+    for _ in range(restore_after(lab) + 2):
+        state = check(lab)
+        if not any(s["status"] == "drained" for s in state["ips"].values()):
+            return
+    raise AssertionError(f"{HOST}: IPs still drained after cleanup: {state['ips']}")
+
+
+def wait_dns(ip: str, listed: bool, deadline_s: float = 60) -> None:
+    """Until the lab resolver (what mta1 asks) answers for `ip` in ZONE as listed / not listed."""
+    import dns.exception
+    import dns.resolver
+
+    res = dns.resolver.Resolver(configure=False)
+    res.nameservers = [LAB_RESOLVER]
+    res.lifetime = 3
+    name = ".".join(reversed(ip.split("."))) + "." + ZONE
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            res.resolve(name, "A")
+            now_listed = True
+        except dns.resolver.NXDOMAIN:
+            now_listed = False
+        except dns.exception.DNSException:
+            now_listed = not listed
+        if now_listed == listed:
+            return
+        time.sleep(1)
+    raise AssertionError(f"{name} still {'not ' if listed else ''}listed at {LAB_RESOLVER} after {deadline_s} s")
+
+
+def send(lab: LabHandle, tag: str, recipients: list[str]) -> None:
+    msgs = [make_message(f"app@{DOMAIN}", rcpt, f"{tag}-{i}") for i, rcpt in enumerate(recipients)]
+    server = host_address(lab.inventory_dir, HOST)
+    for start in range(0, len(msgs), 200):
+        submit(server, msgs[start : start + 200])
+
+
+# --- drain and restore ---------------------------------------------------------------------------
+
+
+def test_listed_ip_is_drained_mail_flows_and_it_returns_after_n_clean_checks(monitor: LabHandle) -> None:
+    from sendfleet.lab.control import list_entry, unlist_entry
+
+    lab = monitor
+    ips = pool_ips(lab)
+    assert len(ips) >= 2, f"{HOST} needs 2+ IPs in {POOL}: {ips}"
+    victim, others = ips[0], ips[1:]
+    n = restore_after(lab)
+    state = check(lab)
+    assert state["ips"][victim]["status"] == "in_service", state["ips"]
+    t0 = int(time.time())
+    try:
+        list_entry(ZONE, victim, "127.0.0.2", "lab test: monitor drain")
+        wait_dns(victim, listed=True)
+        state = check(lab)
+        entry = state["ips"][victim]
+        assert entry["status"] == "drained", entry
+        assert any(e["zone"] == ZONE and e["outcome"] == "listed" and "127.0.0.2" in e["codes"]
+                   for e in entry["evidence"]), entry
+        assert [e for e in state["events"] if e["action"] == "drain" and e["ip"] == victim]
+        for other in others:
+            assert state["ips"][other]["status"] == "in_service"
+        metrics = prom(lab, "sendfleet_monitor.prom")
+        assert metric(metrics, "sendfleet_ip_drained", ip=victim, pool=POOL) == 1
+        assert metric(metrics, "sendfleet_ip_listed", ip=victim, zone=ZONE) == 1
+        assert metric(metrics, "sendfleet_ip_drained", ip=others[0], pool=POOL) == 0
+        members = pool_members(lab)
+        assert transport(victim) not in members and set(members) == {transport(o) for o in others}
+        journal = lab.ssh(HOST, f"journalctl -t sendfleet-monitor --since @{t0} -o cat --no-pager").stdout
+        assert f"drain {victim} (pool {POOL}): listed [{ZONE} listed 127.0.0.2" in journal, journal
+
+        # mail of the pool goes on, through the other IPs only
+        tag = f"mon-drain-{uuid.uuid4().hex[:8]}"
+        send(lab, tag, [f"user{i}@gmail.test" for i in range(30)])
+        got = wait_for(tag, 30, deadline_s=240)
+        assert len(got) == 30, f"only {len(got)}/30 messages of the drained pool reached the sink"
+        used = Counter(m.client_ip for m in got)
+        assert victim not in used and set(used) <= set(others), used
+
+        # unlisted: back after exactly N consecutive clean checks
+        unlist_entry(ZONE, victim)
+        wait_dns(victim, listed=False)
+        for i in range(1, n):
+            state = check(lab)
+            assert state["ips"][victim]["status"] == "drained", (i, state["ips"][victim])
+            assert state["ips"][victim]["clean_streak"] == i
+        state = check(lab)
+        assert state["ips"][victim]["status"] == "in_service", state["ips"][victim]
+        assert [e for e in state["events"] if e["action"] == "restore" and e["ip"] == victim]
+        assert transport(victim) in pool_members(lab)
+        assert metric(prom(lab, "sendfleet_monitor.prom"), "sendfleet_ip_drained", ip=victim, pool=POOL) == 0
+    finally:
+        restore_all(lab, [victim])
+
+
+def test_unreachable_resolver_drains_nothing_and_restores_nothing(monitor: LabHandle) -> None:
+    from sendfleet.lab.control import list_entry, unlist_entry
+
+    lab = monitor
+    ips = pool_ips(lab)
+    drained, listed_later = ips[0], ips[1]
+    n = restore_after(lab)
+    block = (
+        "nft add table inet sfmontest && "
+        "nft add chain inet sfmontest out '{ type filter hook output priority 0 ; }' && "
+        f"nft add rule inet sfmontest out ip daddr {LAB_RESOLVER} udp dport 53 drop && "
+        f"nft add rule inet sfmontest out ip daddr {LAB_RESOLVER} tcp dport 53 drop"
+    )
+    try:
+        # one IP drained beforehand, then unlisted: only clean checks may bring it back
+        list_entry(ZONE, drained, "127.0.0.2", "lab test: monitor resolver down")
+        wait_dns(drained, listed=True)
+        assert check(lab)["ips"][drained]["status"] == "drained"
+        unlist_entry(ZONE, drained)
+        list_entry(ZONE, listed_later, "127.0.0.2", "lab test: listed while the resolver is down")
+        wait_dns(drained, listed=False)
+        wait_dns(listed_later, listed=True)
+        lab.ssh(HOST, block)
+        for _ in range(n + 1):
+            state = check(lab)
+            assert state["ips"][drained]["status"] == "drained", state["ips"][drained]
+            assert state["ips"][listed_later]["status"] == "in_service", state["ips"][listed_later]
+            assert all(v["verdict"] == "unknown" for v in state["verdicts"].values()), state["verdicts"]
+            assert state["check_ok"] is False
+        assert all(z["status"] != "ok" for z in state["zones"]), state["zones"]
+        metrics = prom(lab, "sendfleet_monitor.prom")
+        assert metric(metrics, "sendfleet_monitor_check_ok") == 0
+        assert metric(metrics, "sendfleet_zone_status", zone=ZONE, status="unreachable") == 1
+        assert metric(metrics, "sendfleet_ip_drained", ip=listed_later, pool=POOL) == 0
+        assert metric(metrics, "sendfleet_ip_listed", ip=listed_later, zone="*") == -1
+        assert transport(listed_later) in pool_members(lab)
+        assert transport(drained) not in pool_members(lab)
+    finally:
+        lab.ssh(HOST, "nft delete table inet sfmontest", check=False)
+        unlist_entry(ZONE, listed_later)
+        restore_all(lab, [drained])
+
+
+# --- warm-up -------------------------------------------------------------------------------------
+
+
+def test_warming_ip_carries_its_scheduled_share(monitor: LabHandle) -> None:
+    lab = monitor
+    ips = pool_ips(lab)
+    assert len(ips) == 3, f"the test wants a pool of 3 IPs on {HOST}: {ips}"
+    warming = ips[0]
+    today = date.today()
+    settings = warmup.WarmupSettings()
+    plans = warmup.plan_pool_members(
+        [(ip, POOL, HOST, today - timedelta(days=1) if ip == warming else None) for ip in ips], today, settings
+    )
+    plan = {p.ip: p for p in plans}
+    assert plan[warming].stage.day == 1 and plan[warming].weight == 1
+    share = plan[warming].share
+    original = lab.ssh(HOST, f"cat {CONFIG}").stdout
+    config = json.loads(original)
+    for m in config["members"]:
+        if m["ip"] in plan:
+            m["weight"] = plan[m["ip"]].weight
+            m["limits"] = plan[m["ip"]].stage.limits.as_dict()
+    apply = f"{PYTHON} -m sendfleet.monitor apply --config {CONFIG}"
+    total = 1000
+    tag = f"mon-warm-{uuid.uuid4().hex[:8]}"
+    try:
+        lab.ssh(HOST, f"cp {CONFIG} {CONFIG}.testbak && printf %s {shlex.quote(json.dumps(config))} > {CONFIG}")
+        assert lab.ssh(HOST, apply, check=False).returncode == 1  # it changed Postfix
+        members = Counter(pool_members(lab))
+        assert members[transport(warming)] == 1
+        assert all(members[transport(ip)] == plan[ip].weight for ip in ips)
+        delay = plan[warming].stage.limits.rate_delay
+        assert lab.ssh(HOST, f"postconf -h {transport(warming)}_destination_rate_delay").stdout.strip() == f"{delay}s"
+
+        started = time.monotonic()
+        domains = ("gmail.test", "yahoo.test", "outlook.test")
+        send(lab, tag, [f"w{i}@{domains[i % 3]}" for i in range(total)])
+        # the warm IPs deliver their share quickly; the warming IP is held to its rate (1 per `delay` s per
+        # destination), so what it carries = total - what the warm IPs delivered, once they are done
+        previous = -1
+        warm_done = 0
+        for _ in range(90):
+            got = wait_for(tag, total, deadline_s=2)
+            warm_done = sum(1 for m in got if m.client_ip != warming)
+            queued = int(lab.ssh(HOST, "postqueue -j | wc -l").stdout.strip() or 0)
+            if warm_done == previous and len(got) + queued == total:
+                break
+            previous = warm_done
+            time.sleep(5)
+        elapsed = time.monotonic() - started
+        got = wait_for(tag, total, deadline_s=2)
+        carried = total - sum(1 for m in got if m.client_ip != warming)
+        delivered_warming = Counter(m.rcpt_to[0].split("@")[1] for m in got if m.client_ip == warming)
+        expected = total * share
+        sigma = math.sqrt(total * share * (1 - share))
+        assert carried <= expected + 4 * sigma, f"warming IP carried {carried}, scheduled share {expected:.1f}"
+        assert carried >= max(1.0, expected - 4 * sigma), f"warming IP carried {carried}, expected ~{expected:.1f}"
+        # and its rate limit held: per destination at most 1 + elapsed / delay deliveries
+        assert delay is not None
+        for dom, count in delivered_warming.items():
+            assert count <= 1 + elapsed / delay + 1, (dom, count, elapsed)
+    finally:
+        lab.ssh(HOST, f"mv {CONFIG}.testbak {CONFIG} && {apply}; postqueue -f", check=False)
+        # leave nothing queued behind: the restored plan sends the rest through every IP
+        wait_for(tag, total, deadline_s=300)
+    assert lab.ssh(HOST, apply, check=False).returncode == 0
+    assert lab.ssh(HOST, f"postconf -h {transport(warming)}_destination_rate_delay").stdout.strip() == "0s"
+
+
+# --- delivery metrics ----------------------------------------------------------------------------
+
+
+def delivery_totals(lab: LabHandle) -> Counter[tuple[str, str, str]]:
+    lab.ssh(HOST, "systemctl start sendfleet-delivery.service")
+    out: Counter[tuple[str, str, str]] = Counter()
+    for labels, value in samples_of(prom(lab, "sendfleet_delivery.prom"), "sendfleet_delivery_total"):
+        out[(labels["ip"], labels["provider"], labels["status"])] += int(value)
+    return out
+
+
+def sink_rejects(lab: LabHandle, since: int) -> Counter[str]:
+    """421s the sink gave per client IP (its own log): what the lab deferred on purpose."""
+    log = lab.ssh("sink", f"journalctl --since @{since} -o cat --no-pager SYSLOG_FACILITY=2").stdout
+    out: Counter[str] = Counter()
+    for line in log.splitlines():
+        if "reject: RCPT from" in line and " 421 " in line and "@yahoo.test>" in line:
+            out[line.split("[", 1)[1].split("]", 1)[0]] += 1
+    return out
+
+
+def test_delivery_metrics_match_the_sink(monitor: LabHandle) -> None:
+    from sendfleet.lab.control import sink_recipient_action
+
+    lab = monitor
+    ips = pool_ips(lab)
+    before = delivery_totals(lab)
+    t0 = int(time.time()) - 1
+    tag = f"mon-dlv-{uuid.uuid4().hex[:8]}"
+    n_ok, n_deferred = 40, 12
+    try:
+        sink_recipient_action("yahoo.test", "421 4.7.0 rate limited")
+        send(lab, tag, [f"d{i}@gmail.test" for i in range(n_ok)] + [f"y{i}@yahoo.test" for i in range(n_deferred)])
+        got = wait_for(tag, n_ok, deadline_s=240)
+        assert len(got) == n_ok
+        # wait until every yahoo message was tried once (and deferred)
+        deferred: Counter[str] = Counter()
+        for _ in range(60):
+            rejects = sink_rejects(lab, t0)
+            if sum(rejects.values()) >= n_deferred:
+                break
+            time.sleep(3)
+        after = delivery_totals(lab)
+        delta = after - before
+        sent_at_sink = Counter(m.client_ip for m in wait_for(tag, n_ok, deadline_s=5))
+        for ip in ips:
+            sent = sum(v for (i, _, st), v in delta.items() if i == ip and st == "sent")
+            assert sent == sent_at_sink[ip], (ip, sent, sent_at_sink, dict(delta))
+            deferred[ip] = sum(v for (i, _, st), v in delta.items() if i == ip and st == "deferred")
+        rejects = sink_rejects(lab, t0)
+        assert sum(rejects.values()) >= 1
+        assert {ip: deferred[ip] for ip in ips} == {ip: rejects[ip] for ip in ips}, (deferred, rejects)
+        assert all(prov == "yahoo.test" for (_, prov, st) in delta if st == "deferred")
+        reasons = samples_of(prom(lab, "sendfleet_delivery.prom"), "sendfleet_delivery_reason_total")
+        assert any(lbl["reason"].startswith("421 4.7.0") and lbl["status"] == "deferred" for lbl, _ in reasons), reasons
+        state = json.loads(lab.ssh(HOST, "cat /var/lib/sendfleet/monitor/delivery.json").stdout)
+        hour = maillog.hour_key(time.time())
+        assert any(r["status"] == "sent" for r in state["hours"].get(hour, [])), state["hours"].keys()
+    finally:
+        sink_recipient_action("yahoo.test", None)
+        lab.ssh(HOST, "postqueue -f", check=False)
+    # the deferred mail goes out once the sink accepts again
+    assert len(wait_for(tag, n_ok + n_deferred, deadline_s=300)) == n_ok + n_deferred

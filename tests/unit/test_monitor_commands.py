@@ -1,0 +1,94 @@
+"""`sendfleet warmup plan` and `sendfleet report` on a small inventory (no hosts: report reads --from-dir)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from sendfleet.cli import main
+from sendfleet.core import maillog
+
+
+def inventory(tmp: Path) -> Path:
+    inv = tmp / "inv"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "host_vars").mkdir()
+    (inv / "hosts.yml").write_text(
+        "all:\n  children:\n    senders:\n      hosts:\n        mta1:\n          ansible_host: 198.51.100.10\n"
+    )
+    (inv / "group_vars" / "all" / "pools.yml").write_text(
+        "pools: {transactional: {}}\n"
+        "sender_domains: {shop.test: {pool: transactional, selectors: [s1]}}\n"
+        "warmup: {growth: 1.4, resolution: 20}\n"
+    )
+    (inv / "host_vars" / "mta1.yml").write_text(
+        "sending_ips:\n"
+        "  - {ip: 198.51.100.70, pool: transactional, ptr: o70.mta1.lab.test, warmup_start: 2026-11-26}\n"
+        "  - {ip: 198.51.100.72, pool: transactional, ptr: o72.mta1.lab.test}\n"
+        "  - {ip: 198.51.100.73, pool: transactional, ptr: o73.mta1.lab.test}\n"
+    )
+    return inv
+
+
+def test_warmup_plan_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inv = inventory(tmp_path)
+    assert main(["warmup", "plan", "-i", str(inv), "--today", "2026-11-27", "--days", "2", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    by_ip = {i["ip"]: i for i in data["ips"]}
+    warming = by_ip["198.51.100.70"]
+    assert warming["today"]["stage"] == "day 1" and warming["today"]["weight"] == 1
+    assert warming["today"]["limits"] == {"concurrency_limit": 1, "rate_delay": 129}
+    assert warming["today"]["share"] == pytest.approx(1 / 41, abs=1e-4)
+    assert [d["stage"] for d in warming["days"]] == ["day 1", "day 2", "day 3"]
+    assert by_ip["198.51.100.72"]["today"]["stage"] == "warm" and by_ip["198.51.100.72"]["today"]["weight"] == 20
+
+
+def test_warmup_plan_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inv = inventory(tmp_path)
+    assert main(["warmup", "plan", "-i", str(inv), "--today", "tomorrow"]) == 2
+    assert "--today 'tomorrow'" in capsys.readouterr().err
+    (inv / "group_vars" / "all" / "pools.yml").write_text(
+        "pools: {transactional: {}}\nsender_domains: {}\nwarmup: {speed: 3}\n"
+    )
+    assert main(["warmup", "plan", "-i", str(inv)]) == 2
+    assert "warmup.speed: unknown setting" in capsys.readouterr().err
+
+
+def test_report_table_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inv = inventory(tmp_path)
+    book = maillog.DeliveryBook({"sf_198_51_100_72": "198.51.100.72"}, {"gmail": ["gmail.test"]})
+    now = time.time()
+    line_sent = ("Q1: to=<a@gmail.test>, relay=sink[198.51.100.20]:25, delay=0.1, delays=0/0/0/0, dsn=2.0.0, "
+                 "status=sent (250 ok)")
+    line_def = ("Q2: to=<b@yahoo.test>, relay=sink[198.51.100.20]:25, delay=0.1, delays=0/0/0/0, dsn=4.7.0, "
+                "status=deferred (host sink[198.51.100.20] said: 421 4.7.0 rate limited (in reply to RCPT TO command))")
+    for line, ts in ((line_sent, now), (line_sent, now - 600), (line_def, now), (line_sent, now - 48 * 3600)):
+        d = maillog.parse_delivery("postfix/sf_198_51_100_72/smtp", line, ts)
+        assert d is not None
+        book.add(d)
+    host_dir = tmp_path / "data" / "mta1"
+    host_dir.mkdir(parents=True)
+    (host_dir / "delivery.json").write_text(json.dumps(book.as_dict()))
+    (host_dir / "state.json").write_text(json.dumps(
+        {"ips": {"198.51.100.72": {"pool": "transactional", "status": "drained"}},
+         "verdicts": {"198.51.100.72": {"verdict": "listed"}}}))
+    png = tmp_path / "chart.png"
+    args = ["report", "-i", str(inv), "--from-dir", str(tmp_path / "data"), "--hours", "24"]
+    assert main([*args, "--format", "json", "--png", str(png)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {(r["ip"], r["provider"]): r for r in report["rows"]}
+    assert rows[("198.51.100.72", "gmail")]["sent"] == 2  # the one 48 h ago is outside the window
+    assert rows[("198.51.100.72", "yahoo.test")]["deferred"] == 1
+    assert report["reasons"][0]["reason"] == "421 4.7.0 rate limited"
+    assert report["ips"][0]["status"] == "drained"
+    assert len(report["per_hour"]) == 24
+    with Image.open(png) as img:
+        assert img.format == "PNG" and img.size[0] == 1000
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "198.51.100.72" in out and "421 4.7.0 rate limited" in out
+    assert main([*args, "--hours", "0"]) == 2
