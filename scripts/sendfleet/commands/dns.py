@@ -23,7 +23,7 @@ from sendfleet.core import check as checks
 from sendfleet.core.findings import Finding
 from sendfleet.core.inventory import Inventory
 from sendfleet.core.records import Plan, json_text, plan_records, zone_text
-from sendfleet.dns.resolve import ResolverLookup
+from sendfleet.dns.resolve import AuthoritativeLookup, ResolverLookup
 from sendfleet.dns.update import apply as apply_plan
 from sendfleet.errors import EXIT_OK, EXIT_PROBLEMS, CannotCheckError, UsageError
 from sendfleet.inventory_io import load_inventory, read_dkim_keys
@@ -49,6 +49,11 @@ def register(sub: Any) -> None:
 
     p = verbs.add_parser("check", help="resolve what is published, compare with the plan, lint, FCrDNS")
     common(p, ("table", "json"))
+    p.add_argument(
+        "--authoritative",
+        action="store_true",
+        help="ask the update server itself instead of dns_resolver (no caches; its zones only)",
+    )
     p.set_defaults(func=cmd_check)
 
     p = verbs.add_parser("gate", help="the FCrDNS gate per sending IP (used by the sending_ips/postfix roles)")
@@ -110,15 +115,25 @@ def _table(findings: list[Finding]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _silent(lookup: ResolverLookup) -> None:
+def _silent(lookup: ResolverLookup | AuthoritativeLookup) -> None:
     if lookup.asked and not lookup.answered:
         raise CannotCheckError(f"the resolver ({lookup.where}) never answered: could not check")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     inv, plan = _load(args)
-    lookup = ResolverLookup(inv.resolver)
-    findings = checks.check(inv, plan, lookup)
+    lookup: ResolverLookup | AuthoritativeLookup
+    if args.authoritative:
+        if inv.dns_update is None:
+            raise UsageError(f"{inv.path}: --authoritative needs dns_update_server in the inventory")
+        lookup = AuthoritativeLookup(inv.dns_update.server, inv.dns_update.port, inv.dns_update.key)
+    else:
+        lookup = ResolverLookup(inv.resolver)
+    try:
+        findings = checks.check(inv, plan, lookup)
+    finally:
+        if isinstance(lookup, AuthoritativeLookup):
+            lookup.close()
     _silent(lookup)
     if args.format == "json":
         sys.stdout.write(json.dumps([f.as_dict() for f in findings], indent=2) + "\n")

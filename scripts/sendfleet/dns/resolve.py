@@ -172,3 +172,38 @@ def _find(section: list[dns.rrset.RRset], name: str, rdtype: str) -> dns.rrset.R
 
 def tsig_key(key: TsigKey) -> dns.tsig.Key:
     return dns.tsig.Key(key.name + ".", key.secret, key.algorithm + ".")
+
+
+class AuthoritativeLookup:
+    """`Lookup` asking the update server itself (what was published, before any cache): for rotations that
+    must wait until a record is really there. Names it does not serve come back as errors (REFUSED)."""
+
+    def __init__(self, server: str, port: int, key: TsigKey | None) -> None:
+        self.auth = Authoritative(server, port, key)
+        self.where = f"{server} port {port} (authoritative)"
+        self.asked = 0
+        self.answered = 0
+        self._cache: dict[tuple[str, str], LookupResult] = {}
+
+    def close(self) -> None:
+        self.auth.close()
+
+    def __call__(self, name: str, rdtype: str) -> LookupResult:
+        key = (normalize_name(name), rdtype.upper())
+        if key not in self._cache:
+            self.asked += 1
+            response = self.auth._query(*key)
+            self.answered += 1
+            rcode = response.rcode()
+            if rcode == dns.rcode.NXDOMAIN:
+                result = LookupResult("nxdomain")
+            elif rcode != dns.rcode.NOERROR:
+                result = LookupResult("error", detail=dns.rcode.to_text(rcode))
+            else:
+                rrset = _find(response.answer, *key)
+                if rrset is None:
+                    result = LookupResult("nodata")
+                else:
+                    result = LookupResult("ok", tuple(rdata_value(r) for r in rrset))
+            self._cache[key] = result
+        return self._cache[key]
