@@ -25,7 +25,7 @@ from typing import Any
 from ruamel.yaml.comments import TaggedScalar
 
 from sendfleet import yamlfile
-from sendfleet.core.inventory import HostSource, Inventory, VarSource, Vaulted, build_inventory
+from sendfleet.core.inventory import HostSource, Inventory, VarSource, Vaulted, build_inventory, one_line
 from sendfleet.errors import UsageError
 
 YAML_SUFFIXES = (".yml", ".yaml", ".json")
@@ -139,6 +139,13 @@ def _walk_group(
 
 def load_inventory(path: Path) -> Inventory:
     """Read and validate an inventory directory (or its hosts.yml). UsageError names file and key."""
+    try:
+        return _load(path)
+    except UsageError as err:
+        raise UsageError(one_line(str(err))) from None
+
+
+def _load(path: Path) -> Inventory:
     root = path.parent if path.is_file() else path
     if not root.is_dir():
         raise UsageError(f"{path}: no such inventory directory")

@@ -209,3 +209,13 @@ def test_zone_for_picks_the_longest_zone() -> None:
     assert zone_for("70.100.51.198.in-addr.arpa", zones) == "100.51.198.in-addr.arpa"
     assert zone_for("70.100.51.198.in-addr.arpa", ["lab.test"]) is None
     assert zone_for("xlab.test", ["lab.test"]) is None
+
+
+def test_odd_values_are_refused_in_one_line(tmp_path: Path) -> None:
+    write(tmp_path, {**BASE, "group_vars/all/pools.yml": "pools: [[]]\n"})
+    with pytest.raises(UsageError, match=r"pools\[0\]: expected a pool name, got a list"):
+        load_inventory(tmp_path)
+    write(tmp_path, {**BASE, "group_vars/all/pools.yml": 'pools: {"a\\nb": {}}\n'})
+    with pytest.raises(UsageError) as err:
+        load_inventory(tmp_path)
+    assert "\n" not in str(err.value) and "pools.a\\nb" in str(err.value)

@@ -422,6 +422,9 @@ def _pools(v: _Vars) -> dict[str, Pool]:
         return {}
     where = f"{v.where('pools')}: pools"
     if isinstance(raw, list | tuple):  # a plain list of names is accepted too
+        for i, name in enumerate(raw):
+            if not isinstance(name, str):
+                raise UsageError(f"{where}[{i}]: expected a pool name, got {_kind(name)}")
         raw = {name: {} for name in raw}
     pools: dict[str, Pool] = {}
     for name, spec in _mapping(raw, where).items():
@@ -613,7 +616,19 @@ def _resolver(v: _Vars) -> ResolverSettings:
 
 
 def build_inventory(path: Path, global_vars: Sequence[VarSource], hosts: Sequence[HostSource]) -> Inventory:
-    """Validate the variables and build the model. Raises UsageError naming the file and key."""
+    """Validate the variables and build the model. Raises UsageError naming the file and key (one line)."""
+    try:
+        return _build(path, global_vars, hosts)
+    except UsageError as err:
+        raise UsageError(one_line(str(err))) from None
+
+
+def one_line(text: str) -> str:
+    """A message quoting user input, kept on one line (control characters escaped)."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def _build(path: Path, global_vars: Sequence[VarSource], hosts: Sequence[HostSource]) -> Inventory:
     v = _Vars(global_vars)
     pools = _pools(v)
     domains = _sender_domains(v, pools)
