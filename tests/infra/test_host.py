@@ -84,7 +84,8 @@ def test_listening_sockets_are_designed(host: Any, expect: Expect) -> None:
     """Reachable from the network: SSH (base_ssh_port) and Postfix's SMTP ports (base_smtp_ports), nothing else."""
     ssh_port = int(expect.var("base", "base_ssh_port"))
     smtp_ports = {int(p) for p in expect.var("base", "base_smtp_ports")}
-    designed = {("tcp", ssh_port): {"sshd"}, **{("tcp", p): {"master"} for p in smtp_ports}}
+    postfix = {"master", "smtpd"}  # the master listens; an smtpd child holds the same socket
+    designed = {("tcp", ssh_port): {"sshd"}, **{("tcp", p): postfix for p in smtp_ports}}
     unexpected = []
     for proto, addr, port, proc in _listeners(host):
         if _loopback(addr):
@@ -96,7 +97,7 @@ def test_listening_sockets_are_designed(host: Any, expect: Expect) -> None:
         f"{expect.name}: listening sockets beyond the design (tcp {ssh_port} sshd, tcp "
         f"{', '.join(map(str, sorted(smtp_ports)))} postfix): {'; '.join(unexpected)}"
     )
-    smtp = [(a, p) for proto, a, p, proc in _listeners(host) if proto == "tcp" and p == 25 and proc == "master"]
+    smtp = [(a, p) for proto, a, p, proc in _listeners(host) if proto == "tcp" and p == 25 and proc in postfix]
     assert smtp, f"{expect.name}: postfix does not listen on tcp 25 (expected: all addresses)"
 
 
