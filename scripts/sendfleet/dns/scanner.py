@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import random
 import socket
 import struct
@@ -115,6 +114,7 @@ class BulkScanner:
         self.rttvar = 0.0
         self.stats = ScanStats()
         self.completed = 0  # questions finished (answer or final timeout), for progress
+        self._rto_base = min(1.0, timeout)
 
     # -- public ------------------------------------------------------------------------------------------
 
@@ -131,12 +131,13 @@ class BulkScanner:
         self._source: Iterator[Query] | None = queries
         self._inflight: dict[int, list[Any]] = {}
         self._by_question: dict[bytes, list[Any]] = {}
-        self._heap: list[tuple[float, int, int]] = []
-        self._order: deque[tuple[int, list[Any]]] = deque()
+        self._merged: dict[bytes, list[Any]] = {}  # extra tokens of identical questions
+        self._order: deque[tuple[int, list[Any]]] = deque()  # send order: timeouts and fast retransmits
         self._hi_seq = 0
         self._seq = 0
         self._deferred: dict[int, deque[Query]] = {}
         self._deferred_count = 0
+        self._limited = any(self.rates)
         self._tokens = [1.0 if r else 0.0 for r in self.rates]
         self._token_time = time.monotonic()
         self._last_cut = 0.0
@@ -157,10 +158,9 @@ class BulkScanner:
                     si = len(self._socks)
                     self._socks.append((sock, ri))
                     loop.add_reader(sock.fileno(), self._drain, si)
+            self._sends = [sock.send for sock, _ in self._socks]
             self._ticker = loop.call_soon(self._tick)
             self._pump()
-            if not self._inflight and self._source is None and not self._deferred_count:
-                self._finish()
             await self._done
         finally:
             if self._ticker is not None:
@@ -175,28 +175,22 @@ class BulkScanner:
 
     # -- sending -----------------------------------------------------------------------------------------
 
-    def _rto(self, tries: int) -> float:
-        base = min(1.0, self.timeout) if self.srtt is None else self.srtt + 4 * self.rttvar
-        base = max(base, self.min_rto)
-        return float(min(self.timeout, base * (2 ** (tries - 1))))
-
-    def _next_query(self) -> Query | None:
+    def _next_limited(self) -> Query | None:
+        """The next query when some groups are rate-limited (token buckets) or waiting."""
         if self._deferred_count:
-            now = time.monotonic()
-            self._refill(now)
+            self._refill(time.monotonic())
             for group, queue in self._deferred.items():
                 if queue and self._tokens[group] >= 1.0:
                     self._tokens[group] -= 1.0
                     self._deferred_count -= 1
                     return queue.popleft()
         while self._source is not None and self._deferred_count < 4096:
-            try:
-                item = next(self._source)
-            except StopIteration:
+            item = next(self._source, None)
+            if item is None:
                 self._source = None
                 return None
             group = item[1]
-            if group >= 0 and group < len(self.rates) and self.rates[group]:
+            if 0 <= group < len(self.rates) and self.rates[group]:
                 self._refill(time.monotonic())
                 if self._tokens[group] >= 1.0 and not self._deferred.get(group):
                     self._tokens[group] -= 1.0
@@ -218,59 +212,68 @@ class BulkScanner:
 
     def _pump(self) -> None:
         inflight = self._inflight
+        window = self.window
+        if len(inflight) >= window:
+            return
         by_question = self._by_question
-        while len(inflight) < self.window:
-            item = self._next_query()
+        send = self._send
+        limited = self._limited
+        while len(inflight) < window:
+            if limited or self._deferred_count:
+                item = self._next_limited()
+            elif self._source is not None:
+                item = next(self._source, None)
+                if item is None:
+                    self._source = None
+            else:
+                item = None
             if item is None:
                 break
-            question, group, token = item
+            question = item[0]
             entry = by_question.get(question)
             if entry is not None:
-                entry[_TOKENS].append(token)
+                self._merged.setdefault(question, []).append(item[2])
                 self.stats.merged += 1
                 continue
-            self.stats.queries += 1
-            entry = [question, group, [token], 0, 0, 0.0, 0.0, 0]
+            entry = [question, item[1], item[2], 0, 0, 0.0, 0.0, 0]
             by_question[question] = entry
-            self._send(entry)
+            send(entry)
         if self._source is None and not inflight and not self._deferred_count and not self._done.done():
-            self._finish()
+            self._done.set_result(None)
 
     def _send(self, entry: list[Any]) -> None:
-        entry[_TRIES] += 1
-        tries = entry[_TRIES]
-        nsocks = len(self._socks)
-        if len(self.resolvers) > 1 and tries > 1:
-            # a retry goes to the next resolver
-            prev_ri = self._socks[entry[_KEY] >> 16][1]
-            want = (prev_ri + 1) % len(self.resolvers)
-            si = want * self.sockets_per_resolver + random.randrange(self.sockets_per_resolver)
-        else:
+        tries = entry[_TRIES] = entry[_TRIES] + 1
+        if tries == 1:
+            self.stats.queries += 1
             si = self._rr
-            self._rr = (self._rr + 1) % nsocks
+            self._rr = (si + 1) % len(self._socks)
+        else:
+            self.stats.retries += 1
+            if len(self.resolvers) > 1:  # a retry goes to the next resolver
+                ri = (self._socks[entry[_KEY] >> 16][1] + 1) % len(self.resolvers)
+                si = ri * self.sockets_per_resolver + random.randrange(self.sockets_per_resolver)
+            else:
+                si = entry[_KEY] >> 16
         inflight = self._inflight
-        while True:
+        qid = random.getrandbits(16)
+        key = (si << 16) | qid
+        while key in inflight:
             qid = random.getrandbits(16)
             key = (si << 16) | qid
-            if key not in inflight:
-                break
         now = time.monotonic()
-        deadline = now + self._rto(tries)
+        rto = self._rto_base if tries == 1 else min(self.timeout, self._rto_base * (1 << (tries - 1)))
         entry[_KEY] = key
-        entry[_DEADLINE] = deadline
+        entry[_DEADLINE] = now + rto
         entry[_SENT] = now
         inflight[key] = entry
-        self._seq += 1
-        entry[_SEQ] = self._seq
-        self._order.append((self._seq, entry))
-        heapq.heappush(self._heap, (deadline, self._seq, key))
+        self._seq = seq = self._seq + 1
+        entry[_SEQ] = seq
+        self._order.append((seq, entry))
         try:  # noqa: SIM105 (hot path)
-            self._socks[si][0].send(_HEADER.pack(qid, _FLAGS_RD, 1, 0, 0, 0) + entry[_Q])
+            self._sends[si](_HEADER.pack(qid, _FLAGS_RD, 1, 0, 0, 0) + entry[_Q])
         except OSError:
             pass  # a full send buffer or an ICMP error: the timeout will retry it
         self.stats.sent += 1
-        if tries > 1:
-            self.stats.retries += 1
 
     # -- receiving ---------------------------------------------------------------------------------------
 
@@ -279,10 +282,12 @@ class BulkScanner:
         recv = sock.recv
         inflight = self._inflight
         by_question = self._by_question
+        merged = self._merged
         deliver = self._deliver
         base = si << 16
         got = 0
         hi_seq = self._hi_seq
+        sample: list[Any] | None = None
         while True:
             try:
                 data = recv(4096)
@@ -299,8 +304,7 @@ class BulkScanner:
                 self.stats.stray += 1
                 continue
             question = entry[_Q]
-            end = 12 + len(question)
-            if data[12:end].lower() != question:
+            if data[12 : 12 + len(question)].lower() != question:
                 self.stats.stray += 1
                 continue
             del inflight[key]
@@ -315,12 +319,16 @@ class BulkScanner:
                 reply = _rcode_reply(rcode)
             if entry[_SEQ] > hi_seq:
                 hi_seq = entry[_SEQ]
-            if entry[_TRIES] == 1:
-                self._sample(time.monotonic() - entry[_SENT])
-            for token in entry[_TOKENS]:
-                deliver(token, reply)
-            self.completed += 1
+                if sample is None and entry[_TRIES] == 1:
+                    sample = entry
+            deliver(entry[_TOKENS], reply)
+            if merged:
+                for token in merged.pop(question, ()):
+                    deliver(token, reply)
         if got:
+            if sample is not None:
+                self._sample(time.monotonic() - sample[_SENT])
+            self.completed += got
             self._hi_seq = hi_seq
             self._fast_retransmit()
             self.stats.answers += got
@@ -367,30 +375,37 @@ class BulkScanner:
         else:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self._rto_base = min(self.timeout, max(self.min_rto, self.srtt + 4 * self.rttvar))
 
     # -- timers ------------------------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        """Every 5 ms: timeouts (oldest first, in send order), rate-limit refills, progress."""
         now = time.monotonic()
-        heap = self._heap
+        order = self._order
         inflight = self._inflight
         cut = False
-        while heap and heap[0][0] <= now:
-            deadline, _, key = heapq.heappop(heap)
-            entry = inflight.get(key)
-            if entry is None or entry[_DEADLINE] != deadline:
+        while order:
+            seq, entry = order[0]
+            if entry[_SEQ] != seq or inflight.get(entry[_KEY]) is not entry:
+                order.popleft()
                 continue
-            del inflight[key]
+            if entry[_DEADLINE] > now:
+                break  # later sends are (nearly always) due later; a late one is found a little late
+            order.popleft()
+            del inflight[entry[_KEY]]
             if entry[_SENT] > self._last_cut:
                 cut = True  # lost after the last cut: a new loss event (one cut per event, as TCP does)
             if entry[_TRIES] < self.tries:
                 self._send(entry)
             else:
-                del self._by_question[entry[_Q]]
+                question = entry[_Q]
+                del self._by_question[question]
                 self.stats.timeouts += 1
-                for token in entry[_TOKENS]:
-                    self._deliver(token, TIMEOUT)
                 self.completed += 1
+                self._deliver(entry[_TOKENS], TIMEOUT)
+                for token in self._merged.pop(question, ()):
+                    self._deliver(token, TIMEOUT)
         if cut:
             self._cut(now)
         self._pump()
@@ -399,10 +414,6 @@ class BulkScanner:
             self._progress(self.completed)
         if not self._done.done():
             self._ticker = self._loop.call_later(0.005, self._tick)
-
-    def _finish(self) -> None:
-        if not self._done.done():
-            self._done.set_result(None)
 
 
 _RCODE_REPLIES: dict[int, Reply] = {}
