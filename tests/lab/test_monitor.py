@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -208,12 +209,14 @@ def test_unreachable_resolver_drains_nothing_and_restores_nothing(monitor: LabHa
     ips = pool_ips(lab)
     drained, listed_later = ips[0], ips[1]
     n = restore_after(lab)
-    block = (
-        "nft add table inet sfmontest && "
-        "nft add chain inet sfmontest out '{ type filter hook output priority 0 ; }' && "
-        f"nft add rule inet sfmontest out ip daddr {LAB_RESOLVER} udp dport 53 drop && "
-        f"nft add rule inet sfmontest out ip daddr {LAB_RESOLVER} tcp dport 53 drop"
-    )
+    # the rule goes into mta1's network namespace from the machine (the container may not change nftables)
+    netns = ["ip", "netns", "exec", f"sfl-{HOST}", "nft"]
+    block = [
+        ["add", "table", "inet", "sfmontest"],
+        ["add", "chain", "inet", "sfmontest", "out", "{ type filter hook output priority 0 ; }"],
+        ["add", "rule", "inet", "sfmontest", "out", "ip", "daddr", LAB_RESOLVER, "udp", "dport", "53", "drop"],
+        ["add", "rule", "inet", "sfmontest", "out", "ip", "daddr", LAB_RESOLVER, "tcp", "dport", "53", "drop"],
+    ]
     try:
         # one IP drained beforehand, then unlisted: only clean checks may bring it back
         list_entry(ZONE, drained, "127.0.0.2", "lab test: monitor resolver down")
@@ -223,7 +226,13 @@ def test_unreachable_resolver_drains_nothing_and_restores_nothing(monitor: LabHa
         list_entry(ZONE, listed_later, "127.0.0.2", "lab test: listed while the resolver is down")
         wait_dns(drained, listed=False)
         wait_dns(listed_later, listed=True)
-        lab.ssh(HOST, block)
+        query = ("import dns.resolver as r; x = r.Resolver(configure=False); "
+                 f"x.nameservers = ['{LAB_RESOLVER}']; x.lifetime = 3; x.resolve('lab.test', 'SOA')")
+        assert lab.ssh(HOST, f"python3 -c {shlex.quote(query)}", check=False).returncode == 0
+        for rule in block:
+            subprocess.run([*netns, *rule], check=True, capture_output=True, text=True)
+        probe = lab.ssh(HOST, f"python3 -c {shlex.quote(query)}", check=False)
+        assert probe.returncode != 0, "the resolver still answers mta1"
         for _ in range(n + 1):
             state = check(lab)
             assert state["ips"][drained]["status"] == "drained", state["ips"][drained]
@@ -239,7 +248,7 @@ def test_unreachable_resolver_drains_nothing_and_restores_nothing(monitor: LabHa
         assert transport(listed_later) in pool_members(lab)
         assert transport(drained) not in pool_members(lab)
     finally:
-        lab.ssh(HOST, "nft delete table inet sfmontest", check=False)
+        subprocess.run([*netns, "delete", "table", "inet", "sfmontest"], check=False, capture_output=True)
         unlist_entry(ZONE, listed_later)
         restore_all(lab, [drained])
 
