@@ -232,6 +232,7 @@ def main() -> int:
         bench.start_rbldnsd()
         for run in range(1, args.runs + 1):
             row = {
+                "load": os.getloadavg()[0],
                 "dnsperf": bench.dnsperf(),
                 "sendfleet": bench.sendfleet(run),
                 "pydnsbl": bench.pydnsbl(args.pydnsbl_addresses),
@@ -276,40 +277,62 @@ def write_results(runs: list[dict[str, Any]], s: dict[str, Any], args: argparse.
     def runs_of(key: str, field_: str) -> str:
         return " / ".join(f"{r[key][field_] / 1000:.1f}k" for r in runs)
 
+    def k(key: str) -> str:
+        return f"**{s[key] / 1000:.1f}k**"
+
     met1 = "met" if s["ratio_sendfleet_dnsperf"] >= 0.5 else "NOT met"
     met2 = "met" if s["ratio_sendfleet_pydnsbl"] >= 10 else "NOT met"
-    slice_note = (
-        f"pydnsbl on the first {args.pydnsbl_addresses} addresses (× 4 zones); compared in queries/s."
-        if args.pydnsbl_addresses < NETWORK.num_addresses
-        else "pydnsbl on the same 262,144 queries."
-    )
-    body = f"""<!-- vet_bench:begin -->
-## `sendfleet vet` bulk scan (issue 3)
-
-`sudo .venv/bin/python bench/vet_bench.py --runs {len(runs)} --write-results` on {time.strftime("%Y-%m-%d", time.gmtime())}, this 2-core
-machine (shared with other work while it ran): 198.18.0.0/16 × 4 zones = 262,144 queries against one rbldnsd
-on 127.0.0.1:53 inside a network namespace (seeded: {LISTED_PER_ZONE} random listings per zone). dnsperf, sendfleet and
-pydnsbl ask the same server in the same run. sendfleet = the CLI (`vet 198.18.0.0/16 --format json --output F
---no-ptr --no-asn`), "scan" = its blocklist phase as it reports it, "end to end" = 262,144 / the process's wall
-time (Python start-up, zone self-tests, listing reasons (TXT) and writing the 65,536-address JSON report
-included). pydnsbl 1.1.7 (throwaway venv, defaults: concurrency 200, timeout 5 s, 2 tries): "scan" = its
-`bulk_check` call, "end to end" = the process. dnsperf: best of {", ".join(f"-c {c} -q {q}" for c, q in DNSPERF_SETTINGS)}. {slice_note}
-
-| | runs (queries/s) | median | max RSS |
-|---|---|---|---|
-| dnsperf (the limit) | {runs_of("dnsperf", "qps")} | **{s["dnsperf_qps"] / 1000:.1f}k** | |
-| sendfleet, scan | {runs_of("sendfleet", "scan_qps")} | **{s["sendfleet_scan_qps"] / 1000:.1f}k** | {s["sendfleet_maxrss_mb"]:.0f} MB |
-| sendfleet, end to end | {runs_of("sendfleet", "end_to_end_qps")} | **{s["sendfleet_end_to_end_qps"] / 1000:.1f}k** | |
-| pydnsbl, scan | {runs_of("pydnsbl", "scan_qps")} | **{s["pydnsbl_scan_qps"] / 1000:.1f}k** | {s["pydnsbl_maxrss_mb"]:.0f} MB |
-| pydnsbl, end to end | {runs_of("pydnsbl", "end_to_end_qps")} | **{s["pydnsbl_end_to_end_qps"] / 1000:.1f}k** | |
-
-Ratios (medians): sendfleet / dnsperf = **{s["ratio_sendfleet_dnsperf"]:.2f}** (end to end {s["ratio_sendfleet_dnsperf_end_to_end"]:.2f}; target ≥ 0.5: **{met1}**);
-sendfleet / pydnsbl = **{s["ratio_sendfleet_pydnsbl"]:.1f}** (end to end {s["ratio_sendfleet_pydnsbl_end_to_end"]:.1f}; target ≥ 10: **{met2}**).
-Correctness: sendfleet found exactly the seeded listings with 0 unknown in every run: **{s["sendfleet_correct_all_runs"]}**
-(retries per run: {" / ".join(str(r["sendfleet"]["retries"]) for r in runs)}; final timeouts: {" / ".join(str(r["sendfleet"]["timeouts"]) for r in runs)});
-pydnsbl's count of blacklisted addresses matched and no provider failed: **{s["pydnsbl_correct_all_runs"]}**.
-<!-- vet_bench:end -->
-"""
+    if args.pydnsbl_addresses < NETWORK.num_addresses:
+        slice_note = f"pydnsbl on the first {args.pydnsbl_addresses} addresses (× 4 zones), compared in queries/s."
+    else:
+        slice_note = "pydnsbl on the same 262,144 queries."
+    settings = ", ".join(f"-c {c} -q {q}" for c, q in DNSPERF_SETTINGS)
+    retries = " / ".join(str(r["sendfleet"]["retries"]) for r in runs)
+    timeouts = " / ".join(str(r["sendfleet"]["timeouts"]) for r in runs)
+    load = " / ".join(f"{r.get('load', 0):.1f}" for r in runs)
+    lines = [
+        "<!-- vet_bench:begin -->",
+        "## `sendfleet vet` bulk scan (issue 3)",
+        "",
+        f"`sudo .venv/bin/python bench/vet_bench.py --runs {len(runs)} --write-results` on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, this 2-core machine, shared with the other",
+        f"engineers' work while it ran (1-minute load average at the start of each run: {load}).",
+        "198.18.0.0/16 × 4 zones = 262,144 queries against one rbldnsd on 127.0.0.1:53 inside a network namespace",
+        f"(seeded: {LISTED_PER_ZONE} random listings per zone). dnsperf, sendfleet and pydnsbl ask the same server",
+        "in the same run, one after the other.",
+        "",
+        "- sendfleet = the CLI: `vet 198.18.0.0/16 --format json --output F --no-ptr --no-asn`. *scan* = its",
+        "  blocklist phase as it reports it (`scan.blocklist_queries_per_second`); *end to end* = 262,144 / the",
+        "  process's wall time (Python start-up, zone self-tests, TXT reasons of the listings and writing the",
+        "  65,536-address JSON report included).",
+        "- pydnsbl 1.1.7 in a throwaway venv (defaults: concurrency 200, timeout 5 s, 2 tries) through the",
+        "  namespace's resolv.conf: *scan* = its `bulk_check` call, *end to end* = the process.",
+        f"- dnsperf: the best completed rate of {settings} (`-n 1`, the same 262,144 names).",
+        f"- {slice_note}",
+        "",
+        "| | runs (queries/s) | median | max RSS |",
+        "|---|---|---|---|",
+        f"| dnsperf (the limit) | {runs_of('dnsperf', 'qps')} | {k('dnsperf_qps')} | |",
+        f"| sendfleet, scan | {runs_of('sendfleet', 'scan_qps')} | {k('sendfleet_scan_qps')} "
+        f"| {s['sendfleet_maxrss_mb']:.0f} MB |",
+        f"| sendfleet, end to end | {runs_of('sendfleet', 'end_to_end_qps')} | {k('sendfleet_end_to_end_qps')} | |",
+        f"| pydnsbl, scan | {runs_of('pydnsbl', 'scan_qps')} | {k('pydnsbl_scan_qps')} "
+        f"| {s['pydnsbl_maxrss_mb']:.0f} MB |",
+        f"| pydnsbl, end to end | {runs_of('pydnsbl', 'end_to_end_qps')} | {k('pydnsbl_end_to_end_qps')} | |",
+        "",
+        f"Ratios of the medians: sendfleet / dnsperf = **{s['ratio_sendfleet_dnsperf']:.2f}** "
+        f"(end to end {s['ratio_sendfleet_dnsperf_end_to_end']:.2f}); target ≥ 0.5: **{met1}**.",
+        f"sendfleet / pydnsbl = **{s['ratio_sendfleet_pydnsbl']:.1f}** "
+        f"(end to end {s['ratio_sendfleet_pydnsbl_end_to_end']:.1f}); target ≥ 10: **{met2}**.",
+        "",
+        "Correctness: sendfleet found exactly the seeded listings with 0 unknown in every run: "
+        f"**{s['sendfleet_correct_all_runs']}** (retries per run: {retries}; final timeouts: {timeouts}).",
+        "pydnsbl's count of blacklisted addresses matched and no provider failed: "
+        f"**{s['pydnsbl_correct_all_runs']}**.",
+        "<!-- vet_bench:end -->",
+        "",
+    ]
+    body = "\n".join(lines)
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     if "<!-- vet_bench:begin -->" in text:
         text = re.sub(r"<!-- vet_bench:begin -->.*?<!-- vet_bench:end -->\n?", lambda _: body, text, flags=re.S)

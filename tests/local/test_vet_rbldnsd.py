@@ -538,3 +538,55 @@ def test_scanner_rate_limit_per_zone(rbl: Rbldnsd) -> None:
     stats = run_scan(scanner, queries, lambda token, reply: got.append(token))
     assert sorted(got) == list(range(30))
     assert stats.elapsed >= 0.15  # 30 queries at 100/s with a burst of 10 cannot finish sooner
+
+
+class LossyServer:
+    """A UDP DNS server on loopback that drops the first `drops` copies of every question (NXDOMAIN
+    afterwards) and never answers names starting with `silent`: losses must be retried, and a question that
+    never gets an answer must end as a timeout (unknown), never as clean."""
+
+    def __init__(self, drops: int) -> None:
+        import threading
+
+        self.drops = drops
+        self.seen: dict[bytes, int] = {}
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop:
+            try:
+                data, peer = self.sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            question = data[12:]
+            count = self.seen[question] = self.seen.get(question, 0) + 1
+            if question[1:].startswith(b"silent") or count <= self.drops:
+                continue
+            flags = 0x8183  # QR, RD, RA, NXDOMAIN
+            self.sock.sendto(data[:2] + struct.pack(">HHHHH", flags, 1, 0, 0, 0) + question, peer)
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+def test_scanner_retries_losses_and_times_out_the_silent() -> None:
+    server = LossyServer(drops=2)
+    try:
+        queries = [(question_name(f"q{i}.loss.test", 1), -1, i) for i in range(60)]
+        queries.append((question_name("silent.loss.test", 1), -1, "silent"))
+        got: dict[Any, Reply] = {}
+        scanner = BulkScanner([Resolver("127.0.0.1", server.port)], timeout=0.2, retries=3, initial_window=64)
+        stats = run_scan(scanner, iter(queries), lambda token, reply: got.__setitem__(token, reply))
+    finally:
+        server.close()
+    assert all(got[i] is NXDOMAIN for i in range(60))  # each was lost twice, then answered
+    assert got["silent"].rcode == -1  # a timeout, which the verdict rules turn into "unknown"
+    assert stats.timeouts == 1 and stats.retries >= 120

@@ -71,9 +71,7 @@ class AddressReport:
 
     @property
     def errors(self) -> tuple[ZoneAnswer, ...]:
-        return tuple(
-            a for a in self.answers if a.outcome is not Outcome.LISTED and a.outcome is not Outcome.CLEAN
-        )
+        return tuple(a for a in self.answers if a.outcome is not Outcome.LISTED and a.outcome is not Outcome.CLEAN)
 
     def as_dict(self, scopes: Mapping[str, str]) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -147,6 +145,8 @@ class VetBook:
         self.v6_bad = tuple(z for z in v6_zones if not ok(z))
         self.dom_ok = tuple(z for z in dom_zones if ok(z))
         self.dom_bad = tuple(z for z in dom_zones if not ok(z))
+        self._clean4 = tuple(ZoneAnswer(z.name, Outcome.CLEAN) for z in self.v4_ok)
+        self._all_clean4 = bytes([int(Outcome.CLEAN)] * len(self.v4_ok))
 
     # -- recording ---------------------------------------------------------------------------------------
 
@@ -244,10 +244,12 @@ class VetBook:
         return outcome.label
 
     def answers4(self, value: int) -> tuple[ZoneAnswer, ...]:
-        out: list[ZoneAnswer] = []
         z = len(self.v4_ok)
         states = self.blocks.get(value & ~0xFF)
         host = value & 0xFF
+        if states is not None and not self.v4_bad and states[host * z : host * z + z] == self._all_clean4:
+            return self._clean4  # the common case: every zone said NXDOMAIN (no details are kept for clean)
+        out: list[ZoneAnswer] = []
         for zi, zone in enumerate(self.v4_ok):
             state = Outcome(states[host * z + zi]) if states is not None else Outcome.PENDING
             detail = self.details.get((4, value, zi))
@@ -301,9 +303,7 @@ class VetBook:
         warnings: list[str] = []
         if not answers:
             warnings.append("no zone of the zones file is asked about IPv6 addresses (ipv6: true): unknown")
-        adm = admission(
-            outcome, network, threshold=self.threshold, accept_neighbourhood=self.accept_neighbourhood
-        )
+        adm = admission(outcome, network, threshold=self.threshold, accept_neighbourhood=self.accept_neighbourhood)
         if adm.admitted and adm.reason:
             warnings.append(adm.reason)
         holder = self.holders.get((version, value))

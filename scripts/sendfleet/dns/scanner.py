@@ -42,12 +42,15 @@ _HEADER = struct.Struct(">HHHHHH")
 _FLAGS_RD = 0x0100
 
 # In-flight entry fields (a list, mutated in place).
-_Q, _GROUP, _TOKENS, _TRIES, _KEY, _DEADLINE, _SENT, _SEQ = range(8)
+_Q, _GROUP, _TOKENS, _TRIES, _KEY, _DEADLINE, _SENT, _SEQ, _FAST = range(9)
 
 #: A query still unanswered when this many later-sent queries have been answered (and older than a few round
 #: trips) is taken as lost and retried at once, as TCP's fast retransmit does: waiting for its timeout would
 #: hold a slot of the window idle, and the drops come in bursts.
 REORDER = 16
+#: Fast retransmits do not use up the tries (the server is answering: the loss is congestion, not a dead
+#: zone), but a question is resent this way at most this many times.
+MAX_FAST = 8
 
 
 @dataclass
@@ -235,15 +238,19 @@ class BulkScanner:
                 self._merged.setdefault(question, []).append(item[2])
                 self.stats.merged += 1
                 continue
-            entry = [question, item[1], item[2], 0, 0, 0.0, 0.0, 0]
+            entry = [question, item[1], item[2], 0, 0, 0.0, 0.0, 0, 0]
             by_question[question] = entry
             send(entry)
         if self._source is None and not inflight and not self._deferred_count and not self._done.done():
             self._done.set_result(None)
 
-    def _send(self, entry: list[Any]) -> None:
-        tries = entry[_TRIES] = entry[_TRIES] + 1
-        if tries == 1:
+    def _send(self, entry: list[Any], fast: bool = False) -> None:
+        if fast:
+            entry[_FAST] += 1
+            tries = entry[_TRIES]
+        else:
+            tries = entry[_TRIES] = entry[_TRIES] + 1
+        if tries == 1 and not entry[_FAST]:
             self.stats.queries += 1
             si = self._rr
             self._rr = (si + 1) % len(self._socks)
@@ -319,7 +326,7 @@ class BulkScanner:
                 reply = _rcode_reply(rcode)
             if entry[_SEQ] > hi_seq:
                 hi_seq = entry[_SEQ]
-                if sample is None and entry[_TRIES] == 1:
+                if sample is None and entry[_TRIES] == 1 and not entry[_FAST]:
                     sample = entry
             deliver(entry[_TOKENS], reply)
             if merged:
@@ -354,13 +361,13 @@ class BulkScanner:
             if entry[_SEQ] != seq or inflight.get(entry[_KEY]) is not entry:
                 order.popleft()  # answered, or already sent again
                 continue
-            if now - entry[_SENT] < min_age or entry[_TRIES] >= self.tries:
-                break  # too young to call lost; or the last try, which waits for its timeout
+            if now - entry[_SENT] < min_age or entry[_FAST] >= MAX_FAST:
+                break  # too young to call lost; or resent often enough: it waits for its timeout
             order.popleft()
             del inflight[entry[_KEY]]
             if entry[_SENT] > self._last_cut:
                 cut = True
-            self._send(entry)
+            self._send(entry, fast=True)
         if cut:
             self._cut(now)
 
@@ -426,8 +433,8 @@ def _rcode_reply(rcode: int) -> Reply:
     return reply
 
 
-def _plain_a(data: bytes, start: int) -> tuple[str, ...] | None:
-    """The A records of a plain answer (no CNAME, no surprises), or None to let dnspython parse it."""
+def _plain_records(data: bytes, start: int, qtype: int) -> tuple[str, ...] | None:
+    """A or TXT records of a plain answer (no CNAME, no surprises), or None to let dnspython parse it."""
     count = (data[6] << 8) | data[7]
     pos = start
     out: list[str] = []
@@ -445,22 +452,35 @@ def _plain_a(data: bytes, start: int) -> tuple[str, ...] | None:
             rtype = (data[pos] << 8) | data[pos + 1]
             rdlen = (data[pos + 8] << 8) | data[pos + 9]
             pos += 10
-            if rtype != 1 or rdlen != 4 or pos + 4 > size:
+            end = pos + rdlen
+            if rtype != qtype or end > size:
                 return None
-            out.append(f"{data[pos]}.{data[pos + 1]}.{data[pos + 2]}.{data[pos + 3]}")
-            pos += 4
+            if qtype == 1:
+                if rdlen != 4:
+                    return None
+                out.append(f"{data[pos]}.{data[pos + 1]}.{data[pos + 2]}.{data[pos + 3]}")
+            else:
+                parts = []
+                while pos < end:
+                    length = data[pos]
+                    if pos + 1 + length > end:
+                        return None
+                    parts.append(data[pos + 1 : pos + 1 + length])
+                    pos += 1 + length
+                out.append(b"".join(parts).decode("utf-8", "replace"))
+            pos = end
     except IndexError:
         return None
     return tuple(out)
 
 
 def _parse(data: bytes, question: bytes) -> Reply:
-    """An answer with records. Plain A answers (a DNSBL listing) are read directly; anything else (TXT, PTR,
-    CNAME chains...) is parsed by dnspython. Records of the asked type, as text."""
+    """An answer with records. Plain A and TXT answers (a listing and its reason) are read directly;
+    anything else (PTR, CNAME chains, odd answers) is parsed by dnspython. Records of the asked type, as text."""
     qtype = int.from_bytes(question[-4:-2], "big")
     truncated = bool(data[2] & 0x02)
-    if qtype == 1 and not truncated:
-        plain = _plain_a(data, 12 + len(question))
+    if qtype in (1, 16) and not truncated:
+        plain = _plain_records(data, 12 + len(question), qtype)
         if plain is not None:
             return Reply(0, plain)
     try:
