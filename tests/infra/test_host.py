@@ -146,7 +146,12 @@ def test_nftables_rules(host: Any, expect: Expect) -> None:
     """Inbound default drop; SSH allowed from the admin networks, SMTP from the app networks."""
     if not expect.var("base", "base_nftables"):
         pytest.skip(f"{expect.name}: base_nftables is false in the inventory: sendfleet does not manage its firewall")
-    ruleset = json.loads(host.check_output("nft -j list ruleset"))
+    res = host.run("nft -j list ruleset")
+    assert res.rc == 0, (
+        f"{expect.name}: cannot read the nftables ruleset ({res.stderr.strip()}); expected the base role's "
+        "firewall (inbound default drop)"
+    )
+    ruleset = json.loads(res.stdout)
     chains, sets = _nft_sets(ruleset)
     inputs = [c for c in chains if c.get("hook") == "input"]
     assert any(c.get("policy") == "drop" for c in inputs), (
