@@ -29,6 +29,11 @@ def test_services_enabled_and_running(host: Any, expect: Expect) -> None:
             problems.append(f"{name} is not enabled (expected enabled)")
         if not svc.is_running:
             problems.append(f"{name} is not running (expected running)")
+    # Debian's postfix.service is a oneshot umbrella that stays "active (exited)"; the MTA runs as postfix@-.
+    if host.run("systemctl cat postfix@-.service").rc == 0:
+        state = host.run("systemctl show -p SubState --value postfix@-.service").stdout.strip()
+        if state != "running":
+            problems.append(f"postfix@- (the Postfix master) is {state or 'unknown'} (expected running)")
     assert not problems, f"{expect.name}: " + "; ".join(problems)
 
 
