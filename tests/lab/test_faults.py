@@ -347,6 +347,19 @@ def pid1_start(lab: LabHandle, host: str) -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
+def sink_rcpt_reply(lab: LabHandle, recipient: str) -> int:
+    """The sink's reply code to RCPT TO:<recipient> in a new session (nothing is sent)."""
+    try:
+        with smtplib.SMTP(host_ip(lab, "sink"), 25, timeout=20) as smtp:
+            smtp.ehlo("probe.lab.test")
+            smtp.mail("")
+            code, _ = smtp.rcpt(recipient)
+            smtp.rset()
+            return int(code)
+    except smtplib.SMTPServerDisconnected:
+        return 421
+
+
 def test_queue_survives_reboot_and_every_message_arrives_once(converged: LabHandle) -> None:
     from sendfleet.lab.control import sink_recipient_action
 
@@ -360,6 +373,8 @@ def test_queue_survives_reboot_and_every_message_arrives_once(converged: LabHand
     assert boot_before, f"{FAULT_HOST} does not answer"
     try:
         sink_recipient_action(refusal_key, "421 4.7.0 try later")
+        # smtpd processes load the table when they start: wait until a new session gets the 421.
+        assert wait_until(lambda: sink_rcpt_reply(lab, refusal_key) == 421, 60), "the sink does not refuse yet"
         sent = submit(server, source, batch, range(batch.count))
         assert not sent.tempfailed, f"{len(sent.tempfailed)} messages refused at submission"
         assert wait_until(lambda: len(queue_of(lab, FAULT_HOST, batch.sender)) == batch.count, 120, step=2), \
