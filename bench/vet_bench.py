@@ -21,6 +21,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -70,6 +71,12 @@ print(json.dumps({
 
 def sh(*cmd: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(cmd), check=check, capture_output=True, text=True, **kw)
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of every waited-for child so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass
@@ -137,14 +144,18 @@ class Bench:
     def dnsperf(self) -> dict[str, Any]:
         best: dict[str, Any] = {"qps": 0.0}
         for clients, outstanding in DNSPERF_SETTINGS:
+            cpu0 = children_cpu()
             proc = self.ns_run(
                 DNSPERF, "-s", "127.0.0.1", "-p", "53", "-d", str(self.data / "dnsperf.txt"), "-n", "1",
                 "-c", str(clients), "-q", str(outstanding), "-t", "2",
             )  # fmt: skip
             qps = float(re.search(r"Queries per second:\s+([\d.]+)", proc.stdout).group(1))  # type: ignore[union-attr]
             lost = int(re.search(r"Queries lost:\s+(\d+)", proc.stdout).group(1))  # type: ignore[union-attr]
+            completed = int(re.search(r"Queries completed:\s+(\d+)", proc.stdout).group(1))  # type: ignore[union-attr]
+            cpu = children_cpu() - cpu0
             if qps > best["qps"]:
                 best = {"qps": qps, "clients": clients, "outstanding": outstanding, "lost": lost}
+                best["cpu_us_per_query"] = cpu / completed * 1e6
         return best
 
     def sendfleet(self, run: int) -> dict[str, Any]:
@@ -174,16 +185,19 @@ class Bench:
             "unknown": data["summary"]["unknown"],
             "correct": listed == self.listed and data["summary"]["unknown"] == 0,
             "maxrss_mb": usage.ru_maxrss / 1024,
+            "cpu_us_per_query": (usage.ru_utime + usage.ru_stime) / scan["queries"] * 1e6,
         }
 
     def pydnsbl(self, limit: int) -> dict[str, Any]:
         script = OUT / "pydnsbl_run.py"
         script.write_text(PYDNSBL_SCRIPT)
         start = time.monotonic()
+        cpu0 = children_cpu()
         proc = self.ns_run(
             str(PYDNSBL_VENV / "bin" / "python"), str(script), ",".join(ZONES), str(NETWORK), str(limit), timeout=3600
         )
         wall = time.monotonic() - start
+        cpu = children_cpu() - cpu0
         data = json.loads(proc.stdout.strip().splitlines()[-1])
         base = int(NETWORK.network_address)
         expected = sum(1 for v in self.listed if v - base < data["addresses"])
@@ -195,6 +209,7 @@ class Bench:
             "failed": data["failed"],
             "correct": data["blacklisted"] == expected and data["failed"] == 0,
             "maxrss_mb": data["maxrss_kb"] / 1024,
+            "cpu_us_per_query": cpu / data["queries"] * 1e6,
         }
 
 
@@ -270,6 +285,9 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         "sendfleet_maxrss_mb": median([r["sendfleet"]["maxrss_mb"] for r in runs]),
         "pydnsbl_maxrss_mb": median([r["pydnsbl"]["maxrss_mb"] for r in runs]),
         "pydnsbl_addresses": args.pydnsbl_addresses,
+        "dnsperf_cpu_us": median([r["dnsperf"]["cpu_us_per_query"] for r in runs]),
+        "sendfleet_cpu_us": median([r["sendfleet"]["cpu_us_per_query"] for r in runs]),
+        "pydnsbl_cpu_us": median([r["pydnsbl"]["cpu_us_per_query"] for r in runs]),
     }
 
 
@@ -324,6 +342,11 @@ def write_results(runs: list[dict[str, Any]], s: dict[str, Any], args: argparse.
         f"(end to end {s['ratio_sendfleet_dnsperf_end_to_end']:.2f}); target ≥ 0.5: **{met1}**.",
         f"sendfleet / pydnsbl = **{s['ratio_sendfleet_pydnsbl']:.1f}** "
         f"(end to end {s['ratio_sendfleet_pydnsbl_end_to_end']:.1f}); target ≥ 10: **{met2}**.",
+        "",
+        "CPU per query (user + system of the client process, medians; independent of the machine's load):",
+        f"dnsperf {s['dnsperf_cpu_us']:.1f} µs, sendfleet {s['sendfleet_cpu_us']:.1f} µs (whole command, report",
+        f"included), pydnsbl {s['pydnsbl_cpu_us']:.1f} µs: pydnsbl spends "
+        f"**{s['pydnsbl_cpu_us'] / s['sendfleet_cpu_us']:.1f}×** sendfleet's CPU per query.",
         "",
         "Correctness: sendfleet found exactly the seeded listings with 0 unknown in every run: "
         f"**{s['sendfleet_correct_all_runs']}** (retries per run: {retries}; final timeouts: {timeouts}).",

@@ -590,3 +590,14 @@ def test_scanner_retries_losses_and_times_out_the_silent() -> None:
     assert all(got[i] is NXDOMAIN for i in range(60))  # each was lost twice, then answered
     assert got["silent"].rcode == -1  # a timeout, which the verdict rules turn into "unknown"
     assert stats.timeouts == 1 and stats.retries >= 120
+
+
+def test_worker_processes_give_the_same_report(rbl: Rbldnsd, tmp_path: Path, capsys: Any) -> None:
+    args = ("198.18.6.0/23", "198.51.100.64/28", "--no-ptr")
+    code1, one = vet_json(rbl, tmp_path, capsys, *args, "--workers", "1")
+    code2, two = vet_json(rbl, tmp_path, capsys, *args, "--workers", "2")
+    assert (one["scan"]["workers"], two["scan"]["workers"]) == (1, 2)
+    assert code1 == code2 == 1
+    assert one["addresses"] == two["addresses"] and one["networks"] == two["networks"]
+    assert one["summary"] == two["summary"] and one["summary"]["listed"] == 16 + 2
+    assert two["scan"]["blocklist_queries"] == 3 * 256 * 2

@@ -117,6 +117,13 @@ def register(sub: Any) -> None:
         "--no-asn", action="store_true", help="do not look up the holder (ASN) of the targets"
     )
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="processes for the bulk IPv4 scan (default: 2 for scans of 32,768 queries or more, else 1)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -276,6 +283,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--timeout: must be more than 0 and at most 60 seconds")
     if not 0 <= args.retries <= 10:
         raise UsageError("--retries: must be 0-10")
+    if not 0 <= args.workers <= 16:
+        raise UsageError("--workers: must be 0 (automatic) to 16")
     if args.output is not None:
         _check_output_path(args.output, "--output")
     for heatmap in args.heatmap:
@@ -305,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
         ptr=not args.no_ptr,
         asn=not args.no_asn,
         progress=update,
+        workers=args.workers,
     )
     try:
         result: VetRun = run_vet(targets, config, options)

@@ -100,6 +100,8 @@ class BulkScanner:
         min_window: int = 4,
         rates: Sequence[float | None] = (),
         min_rto: float = 0.05,
+        decrease: float = 0.5,
+        increase: float = 1.0,
     ) -> None:
         if not resolvers:
             raise ValueError("no resolver")
@@ -112,6 +114,8 @@ class BulkScanner:
         self.max_window = max_window
         self.min_window = min_window
         self.min_rto = min(min_rto, timeout)
+        self.decrease = decrease  # the window is multiplied by this once per loss event
+        self.increase = increase  # and grows by this much per round trip after the first loss
         self.rates = list(rates)
         self.srtt: float | None = None
         self.rttvar = 0.0
@@ -342,7 +346,7 @@ class BulkScanner:
             if self.window < self.ssthresh:
                 self.window = min(self.max_window, self.window + got)
             else:
-                self.window = min(self.max_window, self.window + got / self.window)
+                self.window = min(self.max_window, self.window + self.increase * got / self.window)
             if self.window > self.stats.max_window:
                 self.stats.max_window = int(self.window)
             self._pump()
@@ -373,7 +377,7 @@ class BulkScanner:
 
     def _cut(self, now: float) -> None:
         self._last_cut = now
-        self.ssthresh = max(float(self.min_window), self.window / 2)
+        self.ssthresh = max(float(self.min_window), self.window * self.decrease)
         self.window = self.ssthresh
 
     def _sample(self, rtt: float) -> None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import multiprocessing
+import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +78,7 @@ class VetOptions:
     ptr: bool = True
     asn: bool = True
     progress: Progress | None = None
+    workers: int = 0  # processes for the bulk IPv4 scan; 0: 2 when it is big (>= 32,768 queries), else 1
 
 
 @dataclass
@@ -86,26 +90,47 @@ class VetRun:
 
 
 def run_vet(targets: TargetSet, config: ZonesConfig, options: VetOptions) -> VetRun:
-    return asyncio.run(_run(targets, config, options))
-
-
-async def _run(targets: TargetSet, config: ZonesConfig, options: VetOptions) -> VetRun:
+    """Zone health, then the bulk IPv4 scan (in worker processes when it is big), then the rest."""
     zones = config.enabled
     rates = [z.qps for z in zones]
-    group = {z.name: i for i, z in enumerate(zones)}
     scanner = BulkScanner(options.resolvers, timeout=options.timeout, retries=options.retries, rates=rates)
-    progress = options.progress
+    book, health = asyncio.run(_health(scanner, targets, config, options))
+    bases = list(targets.networks24())
+    total = len(bases) * 256 * len(book.v4_ok)
+    workers = options.workers if options.workers else (min(2, os.cpu_count() or 1) if total >= 32_768 else 1)
+    workers = max(1, min(workers, len(bases)))
+    if not total:
+        main: dict[str, Any] = {"queries": 0, "seconds": 0.0}
+    elif workers > 1:
+        main = _parallel_v4(book, bases, options, rates, workers)
+    else:
+        main = asyncio.run(_scan_v4(scanner, book, bases, _reporter(options.progress, "blocklists", total)))
+    asyncio.run(_rest(scanner, book, targets, config, options))
+    stats = scanner.stats.as_dict()
+    for key in ("queries", "sent", "answers", "retries", "timeouts", "stray", "merged"):
+        stats[key] += main.get(key, 0)
+    stats["max_window"] = max(stats["max_window"], main.get("max_window", 0))
+    stats["workers"] = workers
+    stats["blocklist_queries"] = main["queries"]
+    stats["blocklist_seconds"] = round(main["seconds"], 3)
+    seconds = main["seconds"]
+    stats["blocklist_queries_per_second"] = round(main["queries"] / seconds, 1) if seconds > 0 else 0.0
+    if main["queries"] and main.get("timeouts", 0) >= main["queries"]:
+        raise CannotCheckError("the resolver stopped answering: every blocklist query timed out")
+    return VetRun(book, health, stats)
 
-    # 1. zone health (RFC 5782 §5): before anything else, so broken zones are never believed.
+
+async def _health(
+    scanner: BulkScanner, targets: TargetSet, config: ZonesConfig, options: VetOptions
+) -> tuple[VetBook, list[ZoneHealth]]:
+    zones = config.enabled
+
+    # zone health (RFC 5782 §5): before anything else, so broken zones are never believed.
     health_replies: dict[tuple[int, str, bool], Reply] = {}
 
     def health_queries() -> Iterator[Query]:
         for zi, zone in enumerate(zones):
-            families = (
-                [("domain", HEALTH_POINTS_DOMAIN)]
-                if zone.kind is Kind.DOMAIN
-                else [("ipv4", HEALTH_POINTS_V4)]
-            )
+            families = [("domain", HEALTH_POINTS_DOMAIN)] if zone.kind is Kind.DOMAIN else [("ipv4", HEALTH_POINTS_V4)]
             if zone.kind is Kind.IP and zone.ipv6:
                 families.append(("ipv6", HEALTH_POINTS_V6))
             for family, (pos, neg) in families:
@@ -144,42 +169,114 @@ async def _run(targets: TargetSet, config: ZonesConfig, options: VetOptions) -> 
     if targets.domains:
         relevant += [z for z in zones if z.kind is Kind.DOMAIN]
     if relevant and not any(book.health[z.name].status is ZoneStatus.OK for z in relevant):
-        names = dict.fromkeys(z.name for z in relevant)
-        what = "; ".join(f"{name} {book.health[name].status.value}" for name in names)
+        zone_names = dict.fromkeys(z.name for z in relevant)
+        what = "; ".join(f"{name} {book.health[name].status.value}" for name in zone_names)
         raise CannotCheckError(f"no zone could be used, nothing vetted: {what}")
+    return book, health
 
-    # 2. the bulk scan: every address of every /24 holding an IPv4 target, in each healthy zone.
+
+async def _scan_v4(
+    scanner: BulkScanner, book: VetBook, bases: list[int], progress: Callable[[int], None] | None
+) -> dict[str, Any]:
+    """The bulk scan: every address of every /24 holding an IPv4 target, in each healthy zone."""
     z4 = len(book.v4_ok)
-    bases = list(targets.networks24())
-    if z4 and bases:
-        suffixes = [question_suffix(z.name) for z in book.v4_ok]
-        groups4 = [group[z.name] for z in book.v4_ok]
-        blocks = book.blocks
-        record4 = book.record4
+    group = {z.name: i for i, z in enumerate(book.config.enabled)}
+    suffixes = [question_suffix(z.name) for z in book.v4_ok]
+    groups4 = [group[z.name] for z in book.v4_ok]
+    blocks = book.blocks
+    record4 = book.record4
 
-        def v4_queries() -> Iterator[Query]:
-            zone_range = range(z4)
-            for base in bases:
-                book.block(base)
-                for value in range(base, base + 256):
-                    token = value * z4
-                    for zi in zone_range:
-                        yield question4(value, suffixes[zi]), groups4[zi], token + zi
+    def v4_queries() -> Iterator[Query]:
+        zone_range = range(z4)
+        for base in bases:
+            book.block(base)
+            for value in range(base, base + 256):
+                token = value * z4
+                for zi in zone_range:
+                    yield question4(value, suffixes[zi]), groups4[zi], token + zi
 
-        def on_v4(token: Any, reply: Reply) -> None:
-            value, zi = divmod(token, z4)
-            if reply is NXDOMAIN:
-                blocks[value & ~0xFF][(value & 0xFF) * z4 + zi] = 1
-            else:
-                record4(value, zi, reply)
+    def on_v4(token: Any, reply: Reply) -> None:
+        value, zi = divmod(token, z4)
+        if reply is NXDOMAIN:
+            blocks[value & ~0xFF][(value & 0xFF) * z4 + zi] = 1
+        else:
+            record4(value, zi, reply)
 
-        total = len(bases) * 256 * z4
-        before = scanner.stats.queries, scanner.stats.elapsed
-        await scanner.run(v4_queries(), on_v4, _reporter(progress, "blocklists", total))
-        main_queries = scanner.stats.queries - before[0]
-        main_seconds = scanner.stats.elapsed - before[1]
-    else:
-        main_queries, main_seconds = 0, 0.0
+    before = dict(scanner.stats.as_dict())
+    elapsed = scanner.stats.elapsed
+    await scanner.run(v4_queries(), on_v4, progress)
+    after = scanner.stats.as_dict()
+    out: dict[str, Any] = {k: after[k] - before[k] for k in ("queries", "sent", "answers", "retries", "timeouts")}
+    out["seconds"] = scanner.stats.elapsed - elapsed
+    # counted here, not in the caller's totals
+    for key in ("queries", "sent", "answers", "retries", "timeouts"):
+        setattr(scanner.stats, key, getattr(scanner.stats, key) - out[key])
+    out["max_window"] = scanner.stats.max_window
+    return out
+
+
+# -- the bulk scan in worker processes ------------------------------------------------------------------
+
+_WORK: dict[str, Any] = {}
+
+
+def _parallel_v4(
+    book: VetBook, bases: list[int], options: VetOptions, rates: list[float | None], workers: int
+) -> dict[str, Any]:
+    """Split the /24s over `workers` forked processes, each with its own scanner and sockets (per-zone rate
+    limits divided among them), and merge their one-byte states and details into the book."""
+    chunks = [bases[i * len(bases) // workers : (i + 1) * len(bases) // workers] for i in range(workers)]
+    ctx = multiprocessing.get_context("fork")
+    counters = ctx.Array("q", workers, lock=False)
+    _WORK.update(book=book, chunks=chunks, options=options, rates=[r / workers if r else r for r in rates])
+    _WORK["counters"] = counters
+    total = len(bases) * 256 * len(book.v4_ok)
+    start = time.monotonic()
+    try:
+        with ctx.Pool(workers) as pool:
+            pending = pool.map_async(_v4_worker, range(workers))
+            while not pending.ready():
+                if options.progress is not None:
+                    options.progress("blocklists", sum(counters), total)
+                pending.wait(0.1)
+            results = pending.get()
+    finally:
+        _WORK.clear()
+    seconds = time.monotonic() - start
+    merged: dict[str, Any] = {"queries": 0, "sent": 0, "answers": 0, "retries": 0, "timeouts": 0, "max_window": 0}
+    for blocks, details, stats in results:
+        for base, states in blocks.items():
+            book.blocks[base] = bytearray(states)
+        book.details.update(details)
+        for key in ("queries", "sent", "answers", "retries", "timeouts"):
+            merged[key] += stats[key]
+        merged["max_window"] = max(merged["max_window"], stats["max_window"])
+    merged["seconds"] = seconds
+    if options.progress is not None:
+        options.progress("blocklists", total, total)
+    return merged
+
+
+def _v4_worker(index: int) -> tuple[dict[int, bytes], dict[Any, Any], dict[str, Any]]:
+    book: VetBook = _WORK["book"]
+    options: VetOptions = _WORK["options"]
+    counters = _WORK["counters"]
+    scanner = BulkScanner(options.resolvers, timeout=options.timeout, retries=options.retries, rates=_WORK["rates"])
+
+    def progress(done: int) -> None:
+        counters[index] = done
+
+    stats = asyncio.run(_scan_v4(scanner, book, _WORK["chunks"][index], progress))
+    blocks = {base: bytes(book.blocks[base]) for base in _WORK["chunks"][index]}
+    return blocks, dict(book.details), stats
+
+
+async def _rest(
+    scanner: BulkScanner, book: VetBook, targets: TargetSet, config: ZonesConfig, options: VetOptions
+) -> None:
+    zones = config.enabled
+    group = {z.name: i for i, z in enumerate(zones)}
+    progress = options.progress
 
     if targets.ranges_of(6) and book.v6_ok:
         suffixes6 = [question_suffix(z.name) for z in book.v6_ok]
@@ -242,12 +339,6 @@ async def _run(targets: TargetSet, config: ZonesConfig, options: VetOptions) -> 
     if options.asn and config.asn is not None and targets.ranges:
         await _holders(scanner, book, targets, config)
 
-    stats = scanner.stats.as_dict()
-    stats["blocklist_queries"] = main_queries
-    stats["blocklist_seconds"] = round(main_seconds, 3)
-    stats["blocklist_queries_per_second"] = round(main_queries / main_seconds, 1) if main_seconds > 0 else 0.0
-    return VetRun(book, health, stats)
-
 
 def _reporter(progress: Progress | None, phase: str, total: int) -> Callable[[int], None] | None:
     if progress is None:
@@ -307,9 +398,7 @@ async def _holders(scanner: BulkScanner, book: VetBook, targets: TargetSet, conf
 
     await scanner.run(round_one(), on_origin)
     # second round: the other targets of a /24 whose announced prefix is smaller than the /24
-    partial = [
-        b for b, v in firsts.items() if (o := origins.get((4, v))) is not None and not announced_covers(o, b)
-    ]
+    partial = [b for b, v in firsts.items() if (o := origins.get((4, v))) is not None and not announced_covers(o, b)]
 
     def round_two() -> Iterator[Query]:
         for base in partial:
