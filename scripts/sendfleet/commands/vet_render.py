@@ -156,7 +156,8 @@ def render_table(ctx: ReportContext, summary: Summary) -> Iterator[str]:
     width = max(len(z["name"]) for z in zones)
     yield f"Zones (resolver {', '.join(ctx.resolvers)}):\n"
     for z in zones:
-        yield f"  {z['name']:<{width}}  {z['status']:<11}  {z['kind']}/{z['scope']:<8}  {z['detail']}\n"
+        kind = f"{z['kind']}/{z['scope']}"
+        yield f"  {z['name']:<{width}}  {z['status']:<11}  {kind:<14}  {z['detail']}\n"
     nets = network_rows(ctx)
     if nets:
         yield f"\nNeighbourhoods (/24, threshold {ctx.book.threshold:.1%} listed):\n"
@@ -182,7 +183,7 @@ def render_table(ctx: ReportContext, summary: Summary) -> Iterator[str]:
             extra.append(report.admission.reason)
         text = " | ".join(x for x in [detail, *extra] if x)
         admitted = "yes" if report.admission.admitted else "no"
-        yield f"{report.ip:<39}  {report.verdict.label:<8}  {admitted:<8}  {text}\n"
+        yield f"{report.ip:<39}  {report.verdict.label:<8}  {admitted:<8}  {text}".rstrip() + "\n"
     s = summary
     yield (
         f"\n{s.addresses} addresses, {s.domains} domains: {s.clean} clean, {s.listed} listed, "
