@@ -191,3 +191,13 @@ def test_hop_from_fleet_picks_the_header_naming_a_fleet_ip() -> None:
     internal = "from mx.google.com (mx.google.com [10.0.0.1]) by internal.google.com with ESMTPS id 1"
     hop = hop_from_fleet([internal, GMAIL_RECEIVED], ["198.51.100.65"])
     assert hop is not None and hop.ip == "198.51.100.65"
+
+
+def test_unseen_ip_with_messages_missing_is_could_not_check() -> None:
+    """A message may still sit in the queue of the IP never seen: that IP cannot be judged yet."""
+    subs = [Submission(f"t{i}", "mta1", "shop.test", True) for i in range(5)]
+    evs = [good("198.51.100.64", f"t{i}") for i in range(4)]
+    report = build_report([ROUTE], subs, evs, waited=90)
+    row = next(r for r in report.rows if r.ip == "198.51.100.65")
+    assert row.verdict == "unknown" and "1 accepted message(s) never arrived within 90 s" in row.problems[0]
+    assert report.exit_code == 3

@@ -495,7 +495,16 @@ def build_report(
         unreachable = [s for s in subs if not s.accepted and not s.refused]
         accepted = [s for s in subs if s.accepted]
         row.checks = dict.fromkeys(CHECKS)
-        if per_route_arrived.get((host, domain)):
+        lost = len(accepted) - per_route_arrived.get((host, domain), 0)
+        if per_route_arrived.get((host, domain)) and lost > 0:
+            row.verdict = "unknown"
+            row.problems = [
+                f"no message left by {ip} among {per_route_arrived[(host, domain)]} that arrived from {host} "
+                f"for {domain}, and {lost} accepted message(s) never arrived"
+                + (f" within {waited:.0f} s" if waited else "")
+                + f": they may be queued on {host} for this IP (see its queue)"
+            ]
+        elif per_route_arrived.get((host, domain)):
             row.verdict = "fail"
             row.problems = [
                 f"ip: no message left by {ip} among {per_route_arrived[(host, domain)]} that arrived from "
