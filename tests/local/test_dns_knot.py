@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -155,6 +156,7 @@ def _key(path: Path, bits: int = 2048) -> str:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     path.chmod(0o600)
+    path.parent.chmod(0o700)  # as the opendkim role keeps them
     der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(der).decode()
 
@@ -447,3 +449,36 @@ def test_a_big_fleet_is_sent_in_several_updates(
     assert knot.query("250.100.51.198.in-addr.arpa", "PTR") == ["o250.mta2.lab.test."]
     assert knot.query("o1.mta2.lab.test", "A") == ["198.51.100.1"]
     assert run(capsys, "dns", "apply", "-i", str(inventory), "--format", "json")[1]["changed"] is False
+
+
+def _playbook(inventory: Path, *extra: str) -> tuple[int, str]:
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [str(repo / ".venv/bin/ansible-playbook"), "-i", str(inventory), "playbooks/dns.yml", *extra],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    recap = re.search(r"localhost\s+:\s+ok=\d+\s+changed=(\d+)", proc.stdout)
+    assert recap, proc.stdout[-2000:]
+    return int(recap[1]), proc.stdout
+
+
+def test_playbook_publishes_once_then_reports_no_change(inventory: Path, knot: Knot) -> None:
+    # --check: says what would change, sends nothing
+    changed, out = _playbook(inventory, "--check")
+    assert changed == 1 and "+ 70.100.51.198.in-addr.arpa. 300 PTR o70.mta1.lab.test." in out
+    assert knot.query("70.100.51.198.in-addr.arpa", "PTR") == []
+    changed, _ = _playbook(inventory)
+    assert changed == 1
+    assert knot.query("70.100.51.198.in-addr.arpa", "PTR") == ["o70.mta1.lab.test."]
+    assert _playbook(inventory)[0] == 0
+    assert _playbook(inventory, "--check")[0] == 0
+    # a missing key is created on the controller first (the opendkim role's task), then published at once
+    (inventory / "dkim/news.test/s2026a.pem").unlink()
+    changed, _ = _playbook(inventory)
+    assert changed >= 1 and (inventory / "dkim/news.test/s2026a.pem").stat().st_mode & 0o777 == 0o600
+    assert len(knot.query("s2026a._domainkey.news.test", "TXT")) == 1
+    assert _playbook(inventory)[0] == 0
