@@ -51,6 +51,7 @@ def _tcp_probe(addr: str, port: int) -> str | None:
 def _prep_knot(cfg: LabConfig, run_dir: Path, secret: str) -> list[str]:
     zones_dir = run_dir / "zones"
     zones_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "db").mkdir(exist_ok=True)  # Knot 3.2 fails every update ("not exists") without it
     serial = int(time.time())
     for zone, text in zonedata.zone_files(cfg, serial).items():
         (zones_dir / f"{zone}.zone").write_text(text)
