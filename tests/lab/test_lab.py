@@ -145,3 +145,27 @@ def test_blocklist_and_sink_answers_can_be_changed_and_restored(lab: LabHandle) 
             assert code == 421 and b"rate limited" in text
     finally:
         control.sink_recipient_action("yahoo.test", None)
+
+
+def test_tsig_signed_update_is_accepted_and_resolves(lab: LabHandle) -> None:
+    import dns.query
+    import dns.tsigkeyring
+    import dns.update
+
+    from sendfleet import yamlfile
+
+    vars_path = lab.inventory_dir / "group_vars/all/dns_update.yml"
+    assert vars_path.stat().st_mode & 0o077 == 0, "the TSIG key file must be 0600"
+    conf = yamlfile.load(vars_path)
+    keyring = dns.tsigkeyring.from_text({conf["dns_tsig_key_name"]: conf["dns_tsig_secret"]})
+    tag = uuid.uuid4().hex
+    update = dns.update.UpdateMessage("lab.test", keyring=keyring, keyalgorithm=conf["dns_tsig_algorithm"])
+    update.replace(f"t-{tag[:8]}", 5, "TXT", f'"{tag}"')
+    assert dns.query.tcp(update, conf["dns_update_server"], timeout=5).rcode() == dns.rcode.NOERROR
+    assert resolve(lab, f"t-{tag[:8]}.lab.test", "TXT") == [f'"{tag}"']
+    bad = dns.update.UpdateMessage("lab.test")  # unsigned: not authorised
+    bad.replace("unsigned", 5, "TXT", '"x"')
+    assert dns.query.tcp(bad, conf["dns_update_server"], timeout=5).rcode() in (dns.rcode.NOTAUTH, dns.rcode.REFUSED)
+    cleanup = dns.update.UpdateMessage("lab.test", keyring=keyring, keyalgorithm=conf["dns_tsig_algorithm"])
+    cleanup.delete(f"t-{tag[:8]}")
+    dns.query.tcp(cleanup, conf["dns_update_server"], timeout=5)
