@@ -218,13 +218,23 @@ class BulkScanner:
                 self._tokens[group] = min(max(1.0, rate / 10), self._tokens[group] + elapsed * rate)
 
     def _pump(self) -> None:
+        """Fill the window with new questions. The hot path: one loop, no call per query but the send."""
         inflight = self._inflight
         window = self.window
         if len(inflight) >= window:
             return
         by_question = self._by_question
-        send = self._send
+        order_append = self._order.append
+        sends = self._sends
+        nsocks = len(sends)
+        pack = _HEADER.pack
+        getrandbits = random.getrandbits
         limited = self._limited
+        now = time.monotonic()
+        deadline = now + self._rto_base
+        seq = self._seq
+        rr = self._rr
+        fresh = 0
         while len(inflight) < window:
             if limited or self._deferred_count:
                 item = self._next_limited()
@@ -242,9 +252,27 @@ class BulkScanner:
                 self._merged.setdefault(question, []).append(item[2])
                 self.stats.merged += 1
                 continue
-            entry = [question, item[1], item[2], 0, 0, 0.0, 0.0, 0, 0]
+            si = rr
+            rr = rr + 1 if rr + 1 < nsocks else 0
+            qid = getrandbits(16)
+            key = (si << 16) | qid
+            while key in inflight:
+                qid = getrandbits(16)
+                key = (si << 16) | qid
+            seq += 1
+            entry = [question, item[1], item[2], 1, key, deadline, now, seq, 0]
+            inflight[key] = entry
             by_question[question] = entry
-            send(entry)
+            order_append((seq, entry))
+            fresh += 1
+            try:  # noqa: SIM105 (hot path)
+                sends[si](pack(qid, _FLAGS_RD, 1, 0, 0, 0) + question)
+            except OSError:
+                pass  # a full send buffer or an ICMP error: the timeout will retry it
+        self._seq = seq
+        self._rr = rr
+        self.stats.queries += fresh
+        self.stats.sent += fresh
         if self._source is None and not inflight and not self._deferred_count and not self._done.done():
             self._done.set_result(None)
 
@@ -315,7 +343,8 @@ class BulkScanner:
                 self.stats.stray += 1
                 continue
             question = entry[_Q]
-            if data[12 : 12 + len(question)].lower() != question:
+            echoed = data[12 : 12 + len(question)]
+            if echoed != question and echoed.lower() != question:
                 self.stats.stray += 1
                 continue
             del inflight[key]
