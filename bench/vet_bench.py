@@ -184,9 +184,22 @@ class Bench:
             "timeouts": scan["timeouts"],
             "unknown": data["summary"]["unknown"],
             "correct": listed == self.listed and data["summary"]["unknown"] == 0,
+            "workers": scan.get("workers", 1),
             "maxrss_mb": usage.ru_maxrss / 1024,
             "cpu_us_per_query": (usage.ru_utime + usage.ru_stime) / scan["queries"] * 1e6,
         }
+
+    def memory(self) -> list[tuple[str, float]]:
+        """Max RSS of `sendfleet vet` (JSON streamed to stdout) for growing ranges: flat, not per address."""
+        out = []
+        for net in ("198.18.0.0/20", "198.18.0.0/16", "198.18.0.0/15"):
+            cmd = ["ip", "netns", "exec", self.ns, str(SENDFLEET), "vet", net, "--zones", str(self.data / "zones.yml")]
+            cmd += ["--resolver", "127.0.0.1", "--format", "json", "--no-ptr", "--no-asn", "--no-progress"]
+            cmd += ["--max-addresses", "131072", "--workers", "1"]
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _, _, usage = os.wait4(proc.pid, 0)
+            out.append((net, usage.ru_maxrss / 1024))
+        return out
 
     def pydnsbl(self, limit: int) -> dict[str, Any]:
         script = OUT / "pydnsbl_run.py"
@@ -241,6 +254,7 @@ def main() -> int:
     os.chmod(data, 0o755)  # rbldnsd runs as rbldns
     bench = Bench(ns=f"sfbench-vet-{os.getpid()}", data=data)
     runs: list[dict[str, Any]] = []
+    memory: list[tuple[str, float]] = []
     try:
         bench.seed()
         bench.netns_up()
@@ -254,9 +268,12 @@ def main() -> int:
             }
             runs.append(row)
             print(json.dumps({"run": run, **row}), flush=True)
+        memory = bench.memory()
+        print(json.dumps({"memory": memory}), flush=True)
     finally:
         bench.teardown()
     summary = summarise(runs, args)
+    summary["memory"] = memory
     (OUT / "results.json").write_text(json.dumps({"runs": runs, "summary": summary}, indent=1))
     print(json.dumps(summary, indent=1))
     if args.write_results:
@@ -319,7 +336,8 @@ def write_results(runs: list[dict[str, Any]], s: dict[str, Any], args: argparse.
         f"(seeded: {LISTED_PER_ZONE} random listings per zone). dnsperf, sendfleet and pydnsbl ask the same server",
         "in the same run, one after the other.",
         "",
-        "- sendfleet = the CLI: `vet 198.18.0.0/16 --format json --output F --no-ptr --no-asn`. *scan* = its",
+        f"- sendfleet = the CLI: `vet 198.18.0.0/16 --format json --output F --no-ptr --no-asn` "
+        f"({runs[0]['sendfleet']['workers']} scan worker processes, the default for a scan this size). *scan* = its",
         "  blocklist phase as it reports it (`scan.blocklist_queries_per_second`); *end to end* = 262,144 / the",
         "  process's wall time (Python start-up, zone self-tests, TXT reasons of the listings and writing the",
         "  65,536-address JSON report included).",
@@ -342,6 +360,10 @@ def write_results(runs: list[dict[str, Any]], s: dict[str, Any], args: argparse.
         f"(end to end {s['ratio_sendfleet_dnsperf_end_to_end']:.2f}); target ≥ 0.5: **{met1}**.",
         f"sendfleet / pydnsbl = **{s['ratio_sendfleet_pydnsbl']:.1f}** "
         f"(end to end {s['ratio_sendfleet_pydnsbl_end_to_end']:.1f}); target ≥ 10: **{met2}**.",
+        "",
+        "Memory stays flat in the size of the range (max RSS, JSON streamed to stdout, one process): "
+        + ", ".join(f"{net} {mb:.0f} MB" for net, mb in s["memory"])
+        + ".",
         "",
         "CPU per query (user + system of the client process, medians; independent of the machine's load):",
         f"dnsperf {s['dnsperf_cpu_us']:.1f} µs, sendfleet {s['sendfleet_cpu_us']:.1f} µs (whole command, report",
