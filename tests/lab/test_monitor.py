@@ -256,70 +256,91 @@ def test_unreachable_resolver_drains_nothing_and_restores_nothing(monitor: LabHa
 # --- warm-up -------------------------------------------------------------------------------------
 
 
+def apply_plan(
+    lab: LabHandle, config: dict[str, Any], weights: dict[str, int], limits: dict[str, dict[str, int]]
+) -> int:
+    """Write mta1's monitor config with these weights/limits for the pool's IPs; `monitor apply`; its exit code."""
+    for m in config["members"]:
+        if m["ip"] in weights:
+            m["weight"] = weights[m["ip"]]
+            m["limits"] = limits.get(m["ip"], {})
+    lab.ssh(HOST, f"printf %s {shlex.quote(json.dumps(config))} > {CONFIG}")
+    return lab.ssh(HOST, f"{PYTHON} -m sendfleet.monitor apply --config {CONFIG}", check=False).returncode
+
+
 def test_warming_ip_carries_its_scheduled_share(monitor: LabHandle) -> None:
+    """Day 1 of the default schedule, one warming IP and two warm ones in mta1's transactional pool, as
+    sendfleet.core.warmup plans it: weight 1 against 20 + 20 (2.4 %) and 1 message per 129 s per destination.
+
+    (a) the weight alone: over 1,000 messages the warming IP carries its share (binomial, 4 sigma);
+    (b) the whole plan: the rate delay holds it to its hourly schedule per provider; Postfix sends the
+        overflow through the warm IPs instead (it carries less than its weight share, never more)."""
     lab = monitor
     ips = pool_ips(lab)
     assert len(ips) == 3, f"the test wants a pool of 3 IPs on {HOST}: {ips}"
     warming = ips[0]
     today = date.today()
-    settings = warmup.WarmupSettings()
     plans = warmup.plan_pool_members(
-        [(ip, POOL, HOST, today - timedelta(days=1) if ip == warming else None) for ip in ips], today, settings
+        [(ip, POOL, HOST, today - timedelta(days=1) if ip == warming else None) for ip in ips],
+        today,
+        warmup.WarmupSettings(),
     )
     plan = {p.ip: p for p in plans}
     assert plan[warming].stage.day == 1 and plan[warming].weight == 1
+    weights = {ip: plan[ip].weight for ip in ips}
+    limits = {ip: plan[ip].stage.limits.as_dict() for ip in ips}
+    delay = plan[warming].stage.limits.rate_delay
+    assert delay == 129 and limits[warming]["concurrency_limit"] == 1
     share = plan[warming].share
-    original = lab.ssh(HOST, f"cat {CONFIG}").stdout
-    config = json.loads(original)
-    for m in config["members"]:
-        if m["ip"] in plan:
-            m["weight"] = plan[m["ip"]].weight
-            m["limits"] = plan[m["ip"]].stage.limits.as_dict()
-    apply = f"{PYTHON} -m sendfleet.monitor apply --config {CONFIG}"
-    total = 1000
-    tag = f"mon-warm-{uuid.uuid4().hex[:8]}"
+    config = json.loads(lab.ssh(HOST, f"cat {CONFIG}").stdout)
+    domains = ("gmail.test", "yahoo.test", "outlook.test")
+    tags = []
+    lab.ssh(HOST, f"cp {CONFIG} {CONFIG}.testbak")
     try:
-        lab.ssh(HOST, f"cp {CONFIG} {CONFIG}.testbak && printf %s {shlex.quote(json.dumps(config))} > {CONFIG}")
-        assert lab.ssh(HOST, apply, check=False).returncode == 1  # it changed Postfix
+        # (a) weights only
+        assert apply_plan(lab, config, weights, {}) == 1
         members = Counter(pool_members(lab))
-        assert members[transport(warming)] == 1
-        assert all(members[transport(ip)] == plan[ip].weight for ip in ips)
-        delay = plan[warming].stage.limits.rate_delay
-        assert lab.ssh(HOST, f"postconf -h {transport(warming)}_destination_rate_delay").stdout.strip() == f"{delay}s"
-
-        started = time.monotonic()
-        domains = ("gmail.test", "yahoo.test", "outlook.test")
-        send(lab, tag, [f"w{i}@{domains[i % 3]}" for i in range(total)])
-        # the warm IPs deliver their share quickly; the warming IP is held to its rate (1 per `delay` s per
-        # destination), so what it carries = total - what the warm IPs delivered, once they are done
-        previous = -1
-        warm_done = 0
-        for _ in range(90):
-            got = wait_for(tag, total, deadline_s=2)
-            warm_done = sum(1 for m in got if m.client_ip != warming)
-            queued = int(lab.ssh(HOST, "postqueue -j | wc -l").stdout.strip() or 0)
-            if warm_done == previous and len(got) + queued == total:
-                break
-            previous = warm_done
-            time.sleep(5)
-        elapsed = time.monotonic() - started
-        got = wait_for(tag, total, deadline_s=2)
-        carried = total - sum(1 for m in got if m.client_ip != warming)
-        delivered_warming = Counter(m.rcpt_to[0].split("@")[1] for m in got if m.client_ip == warming)
+        assert {ip: members[transport(ip)] for ip in ips} == weights
+        total = 1000
+        tag = f"mon-warm-{uuid.uuid4().hex[:8]}"
+        tags.append((tag, total))
+        send(lab, tag, [f"{tag}-{i}@{domains[i % 3]}" for i in range(total)])
+        got = wait_for(tag, total, deadline_s=300)
+        assert len(got) == total
+        carried = sum(1 for m in got if m.client_ip == warming)
         expected = total * share
         sigma = math.sqrt(total * share * (1 - share))
-        assert carried <= expected + 4 * sigma, f"warming IP carried {carried}, scheduled share {expected:.1f}"
-        assert carried >= max(1.0, expected - 4 * sigma), f"warming IP carried {carried}, expected ~{expected:.1f}"
-        # and its rate limit held: per destination at most 1 + elapsed / delay deliveries
-        assert delay is not None
-        for dom, count in delivered_warming.items():
-            assert count <= 1 + elapsed / delay + 1, (dom, count, elapsed)
+        print(f"weights only: warming IP {warming} carried {carried}/{total}, scheduled {expected:.1f} +- {sigma:.1f}")
+        assert expected - 4 * sigma <= carried <= expected + 4 * sigma, (carried, expected, sigma)
+
+        # (b) weights and limits
+        assert apply_plan(lab, config, weights, limits) == 1
+        assert lab.ssh(HOST, f"postconf -h {transport(warming)}_destination_rate_delay").stdout.strip() == f"{delay}s"
+        assert lab.ssh(HOST, f"postconf -h {transport(warming)}_destination_concurrency_limit").stdout.strip() == "1"
+        total = 300
+        tag = f"mon-warmrate-{uuid.uuid4().hex[:8]}"
+        tags.append((tag, total))
+        started = time.monotonic()
+        send(lab, tag, [f"{tag}-{i}@{domains[i % 3]}" for i in range(total)])
+        got = wait_for(tag, int(total * (1 - share) - 4 * math.sqrt(total * share)), deadline_s=300)
+        time.sleep(10)
+        got = wait_for(tag, total, deadline_s=1)
+        elapsed = time.monotonic() - started
+        per_domain = Counter(m.rcpt_to[0].split("@")[1] for m in got if m.client_ip == warming)
+        carried = sum(per_domain.values())
+        print(f"with limits: warming IP delivered {carried} in {elapsed:.0f} s ({dict(per_domain)}), "
+              f"{len(got)}/{total} at the sink")
+        assert carried <= total * share + 4 * math.sqrt(total * share), carried
+        for dom, count in per_domain.items():
+            assert count <= 1 + elapsed / delay, (dom, count, elapsed)
     finally:
-        lab.ssh(HOST, f"mv {CONFIG}.testbak {CONFIG} && {apply}; postqueue -f", check=False)
-        # leave nothing queued behind: the restored plan sends the rest through every IP
-        wait_for(tag, total, deadline_s=300)
-    assert lab.ssh(HOST, apply, check=False).returncode == 0
+        lab.ssh(HOST, f"mv {CONFIG}.testbak {CONFIG} && {PYTHON} -m sendfleet.monitor apply --config {CONFIG}; "
+                      "postqueue -f", check=False)
+        for tag, total in tags:  # leave nothing queued behind
+            wait_for(tag, total, deadline_s=300)
+    assert lab.ssh(HOST, f"{PYTHON} -m sendfleet.monitor apply --config {CONFIG}", check=False).returncode == 0
     assert lab.ssh(HOST, f"postconf -h {transport(warming)}_destination_rate_delay").stdout.strip() == "0s"
+    assert Counter(pool_members(lab)) == Counter(transport(ip) for ip in ips)
 
 
 # --- delivery metrics ----------------------------------------------------------------------------
