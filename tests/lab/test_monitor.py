@@ -21,6 +21,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ import pytest
 from sendfleet.core import maillog, warmup
 from sendfleet.core.metrics import parse, samples_of
 from sendfleet.core.poolmap import randmap_members
-from tests.lab.conftest import LabHandle
+from tests.lab.conftest import LabHandle, sendfleet
 from tests.lab.test_site import host_address, inventory_model, make_message, submit, wait_for
 
 pytestmark = pytest.mark.lab
@@ -365,7 +366,7 @@ def sink_rejects(lab: LabHandle, tag: str) -> Counter[str]:
     return out
 
 
-def test_delivery_metrics_match_the_sink(monitor: LabHandle) -> None:
+def test_delivery_metrics_match_the_sink(monitor: LabHandle, tmp_path: Path) -> None:
     from sendfleet.lab.control import sink_recipient_action
 
     lab = monitor
@@ -402,6 +403,16 @@ def test_delivery_metrics_match_the_sink(monitor: LabHandle) -> None:
         state = json.loads(lab.ssh(HOST, "cat /var/lib/sendfleet/monitor/delivery.json").stdout)
         hour = maillog.hour_key(time.time())
         assert any(r["status"] == "sent" for r in state["hours"].get(hour, [])), state["hours"].keys()
+        # `sendfleet report` reads the same counts from every sender, and draws the chart
+        png = tmp_path / "report.png"
+        out = sendfleet("report", "-i", str(lab.inventory_dir), "--hours", "2", "--format", "json", "--png", str(png),
+                        check=False)
+        assert out.returncode in (0, 1), out.stderr  # 1: another sender could not be read (shared lab)
+        report = json.loads(out.stdout)
+        mine = [r for r in report["rows"] if r["host"] == HOST and r["ip"] in ips]
+        assert sum(r["deferred"] for r in mine if r["provider"] == "yahoo.test") >= sum(rejects.values())
+        assert sum(r["sent"] for r in mine) >= n_ok
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         sink_recipient_action("yahoo.test", None)
         lab.ssh(HOST, "postqueue -f", check=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sendfleet.core import maillog
-from sendfleet.errors import EXIT_OK, UsageError
+from sendfleet.errors import EXIT_OK, EXIT_PROBLEMS, CannotCheckError, UsageError
 
 STATE_DIR = "/var/lib/sendfleet/monitor"
 
@@ -48,11 +48,16 @@ def _fetch(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                 path = args.from_dir / host.name / f"{name}.json"
                 files[name] = json.loads(path.read_text()) if path.exists() else None
         else:
-            files = {
-                name: remote.read_json(host.name, host.vars, f"{args.state_dir}/{name}.json")
-                for name in ("delivery", "state")
-            }
+            try:
+                files = {
+                    name: remote.read_json(host.name, host.vars, f"{args.state_dir}/{name}.json")
+                    for name in ("delivery", "state")
+                }
+            except CannotCheckError as err:
+                files = {"error": str(err)}
         out[host.name] = files
+    if all("error" in f for f in out.values()):
+        raise CannotCheckError("no sender could be read: " + "; ".join(str(f["error"]) for f in out.values()))
     return out
 
 
@@ -65,7 +70,11 @@ def build_report(data: dict[str, dict[str, Any]], hours: int, now: float) -> dic
     per_hour: dict[str, dict[str, int]] = {}
     ips: list[dict[str, Any]] = []
     missing: list[str] = []
+    unreachable: dict[str, str] = {}
     for host, files in sorted(data.items()):
+        if "error" in files:
+            unreachable[host] = str(files["error"])
+            continue
         delivery = files.get("delivery") or {}
         state = files.get("state") or {}
         if not delivery:
@@ -90,6 +99,7 @@ def build_report(data: dict[str, dict[str, Any]], hours: int, now: float) -> dic
         "reasons": reasons[:20],
         "ips": ips,
         "hosts_without_data": missing,
+        "hosts_unreachable": unreachable,
     }
 
 
@@ -113,9 +123,12 @@ def _run(args: argparse.Namespace) -> int:
 
         title = f"sendfleet deliveries, last {args.hours} h (from {report['window']['from']}:00 UTC)"
         write_png(args.png, draw_report(list(report["per_hour"]), report["per_hour"], _per_ip(report), title))
+    code = EXIT_PROBLEMS if report["hosts_unreachable"] else EXIT_OK
+    for host, error in report["hosts_unreachable"].items():
+        sys.stderr.write(f"sendfleet: report: {host} left out: {error}\n")
     if args.format == "json":
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
-        return EXIT_OK
+        return code
     from rich.console import Console
     from rich.table import Table
 
@@ -146,4 +159,4 @@ def _run(args: argparse.Namespace) -> int:
         console.print(f"no delivery data yet on: {', '.join(report['hosts_without_data'])}")
     if args.png is not None:
         console.print(f"chart written to {args.png}")
-    return EXIT_OK
+    return code

@@ -1,0 +1,76 @@
+"""The monitor agent's glue: config parsing, the Postfix changes it plans, its metrics (no Postfix, no DNS)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sendfleet.core import drain
+from sendfleet.core.metrics import parse, samples_of
+from sendfleet.errors import UsageError
+from sendfleet.monitor import agent
+
+MAPS = ("pipemap:{regexp:/etc/postfix/sender_pool_t.regexp, randmap:{sf_198_51_100_70, sf_198_51_100_72, "
+        "sf_198_51_100_73}}")
+
+
+def config(**extra: Any) -> agent.Config:
+    members = [
+        {"ip": "198.51.100.70", "pool": "t", "transport": "sf_198_51_100_70", "weight": 1,
+         "limits": {"concurrency_limit": 1, "rate_delay": 129}, "warmup": {"day": 1, "warm": False}},
+        {"ip": "198.51.100.72", "pool": "t", "transport": "sf_198_51_100_72", "weight": 20, "limits": {}},
+        {"ip": "198.51.100.73", "pool": "t", "transport": "sf_198_51_100_73", "weight": 20, "limits": {}},
+    ]
+    return agent.Config({"zones_file": "/x/zones.yml", "members": members, **extra}, "test")
+
+
+def test_config_errors_are_one_line() -> None:
+    with pytest.raises(UsageError, match="bad monitor config"):
+        agent.Config({"members": []}, "cfg.json")  # no zones_file
+    cfg = config(resolvers=["198.51.100.4"], restore_after=2)
+    assert cfg.settings.restore_after == 2 and str(cfg.resolvers[0]) == "198.51.100.4"
+
+
+def test_selection_plan_weights_limits_and_drains() -> None:
+    cfg = config()
+    current = {"sender_dependent_default_transport_maps": MAPS, "sf_198_51_100_70_destination_rate_delay": "0s",
+               "sf_198_51_100_70_destination_concurrency_limit": "5"}
+    changes, record = agent.selection_plan(cfg, set(), {}, current)
+    maps = changes["sender_dependent_default_transport_maps"]
+    assert maps is not None and maps.count("sf_198_51_100_70") == 1 and maps.count("sf_198_51_100_72") == 20
+    assert changes["sf_198_51_100_70_destination_rate_delay"] == "129s"
+    assert changes["sf_198_51_100_70_destination_concurrency_limit"] == "1"
+    # drained: out of the randmap, its limits back to the baseline
+    applied = {**current, **{k: v for k, v in changes.items() if v is not None}}
+    changes2, record2 = agent.selection_plan(cfg, {"198.51.100.70"}, record, applied)
+    assert "sf_198_51_100_70" not in (changes2["sender_dependent_default_transport_maps"] or "")
+    assert changes2["sf_198_51_100_70_destination_rate_delay"] == "0s" and record2 == {}
+
+
+def test_equal_weights_no_drain_plan_nothing() -> None:
+    members = [{"ip": f"198.51.100.{n}", "pool": "t", "transport": f"sf_198_51_100_{n}", "weight": 1}
+               for n in (70, 72, 73)]
+    cfg = agent.Config({"zones_file": "z", "members": members}, "t")
+    assert agent.selection_plan(cfg, set(), {}, {"sender_dependent_default_transport_maps": MAPS}) == ({}, {})
+
+
+def test_monitor_metrics_from_state() -> None:
+    cfg = config()
+    state = {
+        "ips": {"198.51.100.70": drain.IpState("198.51.100.70", "t", drain.DRAINED, 1).as_dict()},
+        "verdicts": {"198.51.100.70": {"verdict": "clean", "evidence": [{"zone": "zen", "outcome": "clean"}]},
+                     "198.51.100.72": {"verdict": "unknown", "evidence": [{"zone": "zen", "outcome": "unknown"}]}},
+        "zones": [{"zone": "zen", "status": "ok"}],
+        "check_ok": True,
+        "last_run_ts": 10.0,
+    }
+    parsed = parse(agent.monitor_metrics(cfg, state))
+    drained = {lbl["ip"]: v for lbl, v in samples_of(parsed, "sendfleet_ip_drained")}
+    assert drained == {"198.51.100.70": 1, "198.51.100.72": 0, "198.51.100.73": 0}
+    listed = {lbl["ip"]: v for lbl, v in samples_of(parsed, "sendfleet_ip_listed")}
+    assert listed == {"198.51.100.70": 0, "198.51.100.72": -1}
+    weight = {lbl["ip"]: v for lbl, v in samples_of(parsed, "sendfleet_ip_weight")}
+    assert weight == {"198.51.100.70": 0, "198.51.100.72": 20, "198.51.100.73": 20}
+    assert samples_of(parsed, "sendfleet_ip_warmup_day") == [({"ip": "198.51.100.70", "pool": "t"}, 1.0)]
+    assert samples_of(parsed, "sendfleet_monitor_last_run_timestamp_seconds") == [({}, 10.0)]
