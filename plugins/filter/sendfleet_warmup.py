@@ -11,7 +11,7 @@ function as `sendfleet warmup plan`), so re-running site.yml advances every IP's
 from __future__ import annotations
 
 import sys
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ except ImportError:  # ansible-playbook run by a Python without the package inst
 def _date(value: Any) -> date | None:
     if value is None or value == "":
         return None
+    if isinstance(value, datetime):
+        return value.date()
     if isinstance(value, date):
         return value
     return date.fromisoformat(str(value))
