@@ -184,5 +184,5 @@ def test_no_world_readable_secret(host: Any, expect: Expect) -> None:
         r"\( -name '*.private' -o -name '*.key' -o -name '*sasl_passwd*' \) -print 2>/dev/null; "
         f"find {where} -xdev -type f -perm -o=r -name '*.pem' -exec grep -l 'PRIVATE KEY' {{}} + 2>/dev/null; true"
     )
-    readable = [p for p in host.check_output(cmd).splitlines() if p.strip()]
+    readable = sorted({p.strip() for p in host.check_output(cmd).splitlines() if p.strip()})
     assert not readable, f"{expect.name}: secret files readable by everyone (expected mode without o+r): {readable}"
