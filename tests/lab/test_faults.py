@@ -242,12 +242,9 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 
 
 def play_section(output: str, play: str) -> str:
-    """The output of one play (from its PLAY [...] header to the next PLAY header)."""
-    start = output.find(f"PLAY [{play}]")
-    if start < 0:
-        return ""
-    end = output.find("\nPLAY ", start + 1)
-    return output[start:end if end >= 0 else len(output)]
+    """The output of one play: every batch of it (a `serial` play prints its PLAY header once per batch)."""
+    chunks = ("\n" + output).split("\nPLAY ")
+    return "\n".join("PLAY " + c for c in chunks if c.startswith(f"[{play}]"))
 
 
 def reconverge(lab: LabHandle, host: str) -> None:
