@@ -153,7 +153,7 @@ def _answers_text(report: AddressReport) -> str:
 
 def render_table(ctx: ReportContext, summary: Summary) -> Iterator[str]:
     zones = zone_rows(ctx)
-    width = max(len(z["name"]) for z in zones)
+    width = max((len(z["name"]) for z in zones), default=4)
     yield f"Zones (resolver {', '.join(ctx.resolvers)}):\n"
     for z in zones:
         kind = f"{z['kind']}/{z['scope']}"
