@@ -49,3 +49,63 @@ def test_directory_collector_reads_maildir_and_eml(tmp_path: Path) -> None:
 def test_directory_collector_needs_a_directory(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no such directory"):
         DirectoryCollector(tmp_path / "missing", [])
+
+
+class FakeImap:
+    """Enough of imaplib.IMAP4 for the collector: one folder, SEARCH HEADER substring, FETCH BODY.PEEK[]."""
+
+    def __init__(self, messages: dict[bytes, bytes]) -> None:
+        self.messages = messages
+        self.calls: list[tuple[str, ...]] = []
+
+    def __call__(self, host: str, port: int) -> FakeImap:
+        self.calls.append(("connect", host, str(port)))
+        return self
+
+    def login(self, user: str, password: str) -> None:
+        self.calls.append(("login", user))
+
+    def select(self, folder: str, readonly: bool = False) -> None:
+        assert readonly
+        self.calls.append(("select", folder))
+
+    def uid(self, command: str, *args: object) -> tuple[str, list[object]]:
+        if command == "SEARCH":
+            header, value = str(args[2]), str(args[3])
+            hits = [u for u, raw in self.messages.items() if f"{header}: {value}".encode() in raw]
+            return "OK", [b" ".join(hits)]
+        uid = args[0]
+        assert isinstance(uid, bytes) and args[1] == "(BODY.PEEK[])"
+        return "OK", [(b"1 (UID " + uid + b" BODY[] {n}", self.messages[uid]), b")"]
+
+    def logout(self) -> None:
+        self.calls.append(("logout",))
+
+
+def test_imap_collector_finds_the_run_by_its_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sendfleet.readiness.collect import ImapCollector
+
+    monkeypatch.setenv("SENDFLEET_IMAP_PASSWORD", "secret")
+    server = FakeImap({
+        b"7": _stored("sfrabcx0001", "198.51.100.64", "o64.mta1.lab.test"),
+        b"8": _stored("sfrabcx0002", "198.51.100.65", "o65.mta1.lab.test"),
+        b"9": _stored("sfrzzzx0001", "198.51.100.65", "o65.mta1.lab.test"),
+    })
+    collector = ImapCollector("imaps://seed%40example.com@imap.example.com/Junk", ["198.51.100.64",
+                              "198.51.100.65"], connect=server)
+    found = collector.collect({"sfrabcx0001", "sfrabcx0002"})
+    assert set(found) == {"sfrabcx0001", "sfrabcx0002"}
+    assert found["sfrabcx0002"].client_ip == "198.51.100.65"
+    assert ("login", "seed@example.com") in server.calls and ("select", "Junk") in server.calls
+    assert ("connect", "imap.example.com", "993") in server.calls
+
+
+def test_imap_collector_needs_a_password_and_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sendfleet.readiness.collect import ImapCollector
+
+    monkeypatch.delenv("SENDFLEET_IMAP_PASSWORD", raising=False)
+    with pytest.raises(UsageError, match="SENDFLEET_IMAP_PASSWORD"):
+        ImapCollector("imaps://seed@imap.example.com/INBOX", [])
+    monkeypatch.setenv("SENDFLEET_IMAP_PASSWORD", "x")
+    with pytest.raises(UsageError, match="expected imaps://"):
+        ImapCollector("https://imap.example.com/", [])

@@ -2,7 +2,7 @@
 
     sendfleet readiness -i INVENTORY [--format table|json] [--host H]... [--domain D]...
                         [--source ADDR] [--port 25] [--to 'readiness+{tag}@gmail.test'] [--from-local readiness]
-                        [--collect-from DIR] [--wait 90] [--max-per-ip 12]
+                        [--collect-from DIR | --imap imaps://USER@HOST/FOLDER] [--wait 90] [--max-per-ip 12]
 
 For every sender host and every sender domain of a pool with IPs on that host, tagged messages are submitted
 to the host (from --source, an address of the app networks) until every IP of the pool has been seen at the
@@ -12,8 +12,9 @@ DMARC pass, TLS. DNS answers come from the inventory's `dns_resolver`.
 
 Defaults from the inventory: --source = `readiness_source_address` (lab: the first app address),
 --to = `readiness_recipient` (lab: readiness+{tag}@<first recipient domain>), collection = the lab's sink
-when the inventory is the lab's, else --collect-from DIR is required (a seed mailbox synchronised to a
-Maildir or a folder of .eml files: see tests/e2e/README.md).
+when the inventory is the lab's, else --imap URL (a seed mailbox read over IMAP, password in
+SENDFLEET_IMAP_PASSWORD) or --collect-from DIR (the mailbox synchronised to a Maildir or a folder of .eml
+files) is required: see tests/e2e/README.md.
 
 Exit codes: 0 every IP and domain passes; 1 something failed (the report says which IP/domain and why);
 2 bad input; 3 could not check (no message arrived from some host/domain, or it could not be reached).
@@ -52,7 +53,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--port", type=int, default=25, help="SMTP port of the sender hosts (25)")
     parser.add_argument("--to", metavar="TEMPLATE", help="recipient; {tag} is replaced by the message's tag")
     parser.add_argument("--from-local", default=None, metavar="LOCAL", help="local part of From (readiness)")
-    parser.add_argument("--collect-from", type=Path, metavar="DIR", help="raw messages (Maildir or *.eml)")
+    collect = parser.add_mutually_exclusive_group()
+    collect.add_argument("--collect-from", type=Path, metavar="DIR", help="raw messages (Maildir or *.eml)")
+    collect.add_argument(
+        "--imap", metavar="URL", help="seed mailbox imaps://USER@HOST[:PORT]/FOLDER (password: SENDFLEET_IMAP_PASSWORD)"
+    )
     parser.add_argument("--wait", type=float, default=90.0, metavar="S", help="seconds to wait per round")
     parser.add_argument("--max-per-ip", type=int, default=12, metavar="N", help="messages per IP at most")
     parser.set_defaults(func=_run)
@@ -78,14 +83,14 @@ def resolve_options(args: argparse.Namespace, inv: Inventory) -> tuple[str, str 
         raise UsageError(f"--to {recipient!r}: not an e-mail address")
     source = args.source or _first(gv.get("readiness_source_address")) or _first(gv.get("lab_app_addresses"))
     from_local = args.from_local or _first(gv.get("readiness_from_local")) or "readiness"
-    use_sink = args.collect_from is None
+    use_sink = args.collect_from is None and args.imap is None
     if use_sink and not is_lab:
-        raise UsageError("give --collect-from DIR (the seed mailbox as Maildir/.eml files): this is not the lab")
+        raise UsageError("give --imap URL or --collect-from DIR (where the seed mailbox is read): this is not the lab")
     return recipient, source, from_local, use_sink
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sendfleet.readiness.collect import Collector, DirectoryCollector, LabSinkCollector
+    from sendfleet.readiness.collect import Collector, DirectoryCollector, ImapCollector, LabSinkCollector
     from sendfleet.readiness.evidence import DnsView
     from sendfleet.readiness.run import Options, run
 
@@ -103,10 +108,13 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.inventory}: no sender host has a sending IP in the pool of a sender domain")
     recipient, source, from_local, use_sink = resolve_options(args, inv)
     collector: Collector
+    fleet_ips = [str(s.ip) for s in inv.sending_ips()]
     if use_sink:
         collector = LabSinkCollector()
+    elif args.imap:
+        collector = ImapCollector(args.imap, fleet_ips)
     else:
-        collector = DirectoryCollector(args.collect_from, [str(s.ip) for s in inv.sending_ips()])
+        collector = DirectoryCollector(args.collect_from, fleet_ips)
     options = Options(
         recipient=recipient, source=source, port=args.port, from_local=from_local, wait=args.wait,
         cap_per_ip=args.max_per_ip,
