@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from typing import Any
 
 import pytest
@@ -165,14 +166,29 @@ def test_nftables_rules(host: Any, expect: Expect) -> None:
         + ")"
     )
     rules = host.check_output("nft list ruleset")
+    allowed = _accepting_sets(rules)
+    by_name = {key.split()[-1]: members for key, members in sets.items()}
     ssh_port = int(expect.var("base", "base_ssh_port"))
-    assert f"tcp dport {ssh_port}" in rules, f"{expect.name}: no rule for SSH port {ssh_port}"
-    for kind, nets in (("admin", expect.admin_networks), ("app", expect.app_networks)):
+    smtp_ports = {int(p) for p in expect.var("base", "base_smtp_ports")}
+    problems = []
+    for kind, nets, ports in (("admin", expect.admin_networks, {ssh_port}), ("app", expect.app_networks, smtp_ports)):
         for net in nets:
-            assert any(_covered(net, members) for members in sets.values()), (
-                f"{expect.name}: {kind} network {net} is in no nftables set (expected it allowed: "
-                f"{'SSH' if kind == 'admin' else 'SMTP submission'})"
-            )
+            for port in sorted(ports):
+                if not any(_covered(net, by_name.get(name, [])) for name in allowed.get(port, set())):
+                    problems.append(f"{kind} network {net} is not accepted on tcp {port}")
+    assert not problems, f"{expect.name}: " + "; ".join(problems) + " (expected by the base role's firewall)"
+
+
+_ACCEPT = re.compile(r"tcp dport (\{[^}]*\}|\d+) ip6? saddr @(\w+) accept")
+
+
+def _accepting_sets(rules: str) -> dict[int, set[str]]:
+    """Port -> names of the address sets an `accept` rule admits on it (from `nft list ruleset`)."""
+    out: dict[int, set[str]] = {}
+    for ports, name in _ACCEPT.findall(rules):
+        for port in re.findall(r"\d+", ports):
+            out.setdefault(int(port), set()).add(name)
+    return out
 
 
 def test_no_world_readable_secret(host: Any, expect: Expect) -> None:
