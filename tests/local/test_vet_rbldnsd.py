@@ -225,6 +225,8 @@ def test_listed_error_unexpected_and_clean(rbl: Rbldnsd, tmp_path: Path, capsys:
         "scope": "address",
         "ipv6": True,
         "note": None,
+        "ipv6_status": "ok",
+        "ipv6_detail": "test points answer as RFC 5782 requires",
     }
     [net] = report["networks"]
     # the whole /24 was asked: .66 .67 listed by zen, .120-.127 by l2; .68 .69 unknown

@@ -191,3 +191,16 @@ def test_reasons_are_attached_to_listings() -> None:
     assert (family, zone.name) == (4, "zen.lab.test")
     book.add_reason(family, value, zi, "SBL listed 198.51.100.66")
     assert next(book.reports()).listings[0].reason == "SBL listed 198.51.100.66"
+
+
+def test_a_zone_broken_for_ipv6_only_still_serves_ipv4() -> None:
+    health = {z.name: ZoneHealth(z.name, ZoneStatus.OK, "") for z in CFG.zones}
+    health6 = {"zen.lab.test": ZoneHealth("zen.lab.test", ZoneStatus.BROKEN, "::ffff:7f00:2 not listed")}
+    book = VetBook(parse_targets(["198.51.100.64", "2001:db8::6"]), CFG, health, 0.05, False, health6)
+    assert [z.name for z in book.v4_ok] == ["zen.lab.test", "l2.lab.test"]
+    assert book.v6_ok == () and [z.name for z in book.v6_bad] == ["zen.lab.test"]
+    fill(book, {})
+    reports = {r.ip: r for r in book.reports()}
+    assert reports["198.51.100.64"].verdict is Outcome.CLEAN
+    v6 = reports["2001:db8::6"]
+    assert v6.verdict is Outcome.UNKNOWN and "zone broken" in v6.errors[0].detail

@@ -53,12 +53,8 @@ def register(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "targets", nargs="*", metavar="TARGET", help="address, CIDR, range A-B or domain name"
-    )
-    parser.add_argument(
-        "--from-file", type=Path, metavar="F", help="more targets, one or more per line, # comments"
-    )
+    parser.add_argument("targets", nargs="*", metavar="TARGET", help="address, CIDR, range A-B or domain name")
+    parser.add_argument("--from-file", type=Path, metavar="F", help="more targets, one or more per line, # comments")
     parser.add_argument(
         "--zones",
         required=True,
@@ -73,15 +69,9 @@ def register(sub: Any) -> None:
         help="resolver to ask (repeatable; IPv6 as [ADDR]:PORT); default: /etc/resolv.conf",
     )
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    parser.add_argument(
-        "--output", type=Path, metavar="F", help="write the report here (atomically), not stdout"
-    )
-    parser.add_argument(
-        "--timeout", type=float, default=2.0, metavar="S", help="longest wait for one try (2)"
-    )
-    parser.add_argument(
-        "--retries", type=int, default=3, metavar="N", help="tries after the first on timeout (3)"
-    )
+    parser.add_argument("--output", type=Path, metavar="F", help="write the report here (atomically), not stdout")
+    parser.add_argument("--timeout", type=float, default=2.0, metavar="S", help="longest wait for one try (2)")
+    parser.add_argument("--retries", type=int, default=3, metavar="N", help="tries after the first on timeout (3)")
     parser.add_argument(
         "--max-addresses",
         type=int,
@@ -100,9 +90,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="admit clean addresses of poor /24s anyway (said loudly in the report)",
     )
-    parser.add_argument(
-        "--admit", type=Path, metavar="INVENTORY_DIR", help="add admitted addresses to a pool"
-    )
+    parser.add_argument("--admit", type=Path, metavar="INVENTORY_DIR", help="add admitted addresses to a pool")
     parser.add_argument("--pool", metavar="NAME", help="the pool to admit into (with --admit)")
     parser.add_argument(
         "--heatmap",
@@ -113,9 +101,7 @@ def register(sub: Any) -> None:
         help="draw the /24s: PNG, or SVG when FILE ends in .svg (repeatable)",
     )
     parser.add_argument("--no-ptr", action="store_true", help="do not look up PTRs of the targets")
-    parser.add_argument(
-        "--no-asn", action="store_true", help="do not look up the holder (ASN) of the targets"
-    )
+    parser.add_argument("--no-asn", action="store_true", help="do not look up the holder (ASN) of the targets")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.add_argument(
         "--workers",
@@ -298,9 +284,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.append("--accept-neighbourhood: clean addresses of POOR /24s WILL BE ADMITTED")
     for zone in config.zones:
         if not zone.enabled:
-            warnings.append(
-                f"zone {zone.name} is disabled in {zones_file}" + (f": {zone.note}" if zone.note else "")
-            )
+            warnings.append(f"zone {zone.name} is disabled in {zones_file}" + (f": {zone.note}" if zone.note else ""))
     for w in warnings:
         _warn(w)
 
@@ -325,6 +309,11 @@ def run(args: argparse.Namespace) -> int:
         if h.status is not ZoneStatus.OK:
             _warn(f"zone {h.zone} is {h.status.value}: {h.detail} (its answers count as unknown)")
             warnings.append(f"zone {h.zone} is {h.status.value}: {h.detail}")
+    for h in book.health6.values():
+        if h.status is not ZoneStatus.OK and book.health[h.zone].status is ZoneStatus.OK:
+            message = f"zone {h.zone} is {h.status.value} for IPv6: {h.detail} (used for IPv4 only)"
+            _warn(message)
+            warnings.append(message)
 
     vetted_on = dt.datetime.now(dt.UTC).date()
     ctx = ReportContext(
@@ -353,9 +342,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.all_good else EXIT_PROBLEMS
 
 
-def _admit(
-    target: tuple[Path, Any], pool: str, book: VetBook, ctx: ReportContext, vetted_on: dt.date
-) -> None:
+def _admit(target: tuple[Path, Any], pool: str, book: VetBook, ctx: ReportContext, vetted_on: dt.date) -> None:
     path, data = target
     zones = [z.name for z in book.v4_ok]
     zones6 = [z.name for z in book.v6_ok]
@@ -372,9 +359,7 @@ def _admit(
             entry["zones"].fa.set_flow_style()
             entry["resolver"] = resolver
             if report.network is not None:
-                entry["neighbourhood"] = (
-                    f"{report.network.cidr} {report.network.listed}/{report.network.total} listed"
-                )
+                entry["neighbourhood"] = f"{report.network.cidr} {report.network.listed}/{report.network.total} listed"
             if report.admission.reason:
                 entry["override"] = report.admission.reason
             if report.holder is not None and report.holder.origin is not None:

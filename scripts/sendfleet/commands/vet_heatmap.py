@@ -11,8 +11,6 @@ import ipaddress
 from collections.abc import Iterator
 from xml.sax.saxutils import escape
 
-from PIL import Image, ImageDraw
-
 from sendfleet.core.vetbook import VetBook
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -58,6 +56,8 @@ def _layout(count: int) -> tuple[int, int, int]:
 
 
 def render_png(book: VetBook) -> bytes:
+    from PIL import Image, ImageDraw  # only when a PNG is asked for
+
     bases = list(book.targets.networks24())
     cols, width, height = _layout(len(bases))
     image = Image.new("RGB", (width, height), (255, 255, 255))

@@ -74,17 +74,20 @@ def zone_rows(ctx: ReportContext) -> list[dict[str, Any]]:
     rows = []
     for h in ctx.health:
         zone = by_name[h.zone]
-        rows.append(
-            {
-                "name": h.zone,
-                "status": h.status.value,
-                "detail": h.detail,
-                "kind": zone.kind.value,
-                "scope": zone.scope.value,
-                "ipv6": zone.ipv6,
-                "note": zone.note,
-            }
-        )
+        row: dict[str, Any] = {
+            "name": h.zone,
+            "status": h.status.value,
+            "detail": h.detail,
+            "kind": zone.kind.value,
+            "scope": zone.scope.value,
+            "ipv6": zone.ipv6,
+            "note": zone.note,
+        }
+        h6 = ctx.book.health6.get(h.zone)
+        if h6 is not None:
+            row["ipv6_status"] = h6.status.value
+            row["ipv6_detail"] = h6.detail
+        rows.append(row)
     return rows
 
 
@@ -157,7 +160,8 @@ def render_table(ctx: ReportContext, summary: Summary) -> Iterator[str]:
     yield f"Zones (resolver {', '.join(ctx.resolvers)}):\n"
     for z in zones:
         kind = f"{z['kind']}/{z['scope']}"
-        yield f"  {z['name']:<{width}}  {z['status']:<11}  {kind:<14}  {z['detail']}\n"
+        v6 = f" (IPv6 {z['ipv6_status']}: {z['ipv6_detail']})" if z.get("ipv6_status", "ok") != "ok" else ""
+        yield f"  {z['name']:<{width}}  {z['status']:<11}  {kind:<14}  {z['detail']}{v6}\n"
     nets = network_rows(ctx)
     if nets:
         yield f"\nNeighbourhoods (/24, threshold {ctx.book.threshold:.1%} listed):\n"
@@ -237,9 +241,7 @@ def render_csv(ctx: ReportContext, summary: Summary) -> Iterator[str]:
                 report.network.listed if report.network else "",
                 report.network.unknown if report.network else "",
                 report.ptr.name if report.ptr is not None and report.ptr.present else "",
-                ("yes" if report.ptr.generic else "no")
-                if report.ptr is not None and report.ptr.present
-                else "",
+                ("yes" if report.ptr.generic else "no") if report.ptr is not None and report.ptr.present else "",
                 holder.asns[0] if holder else "",
                 report.holder.name if report.holder is not None and report.holder.name else "",
                 holder.prefix if holder else "",

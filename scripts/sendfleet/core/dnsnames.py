@@ -49,9 +49,7 @@ def question_suffix(zone: str, qtype: int = QTYPE_A) -> bytes:
 def question4(value: int, suffix: bytes) -> bytes:
     """The question section for an IPv4 address, given `question_suffix(zone)`. The bulk path."""
     o = _OCTET_LABELS
-    return b"".join(
-        (o[value & 0xFF], o[(value >> 8) & 0xFF], o[(value >> 16) & 0xFF], o[value >> 24], suffix)
-    )
+    return b"".join((o[value & 0xFF], o[(value >> 8) & 0xFF], o[(value >> 16) & 0xFF], o[value >> 24], suffix))
 
 
 def question6(value: int, suffix: bytes) -> bytes:

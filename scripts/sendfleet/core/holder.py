@@ -176,8 +176,7 @@ def holder_warnings(
         if asn in cloud_asns:
             label = name or cloud_asns[asn]
             warnings.append(
-                f"AS{asn} ({label}) is a large cloud provider: "
-                "cloud environments are generally not the best for mail"
+                f"AS{asn} ({label}) is a large cloud provider: cloud environments are generally not the best for mail"
             )
     net = ipaddress.ip_network(origin.prefix)
     limit = small_prefix if net.version == 4 else small_prefix6

@@ -171,9 +171,7 @@ def _maybe_address(text: str) -> IPAddress | None:
 def _parse_domain(raw: str) -> str:
     name = raw.lower().rstrip(".")
     if not name.isascii():
-        raise UsageError(
-            f"target {raw!r}: not an address, CIDR, range or ASCII domain name (use the xn-- form)"
-        )
+        raise UsageError(f"target {raw!r}: not an address, CIDR, range or ASCII domain name (use the xn-- form)")
     labels = name.split(".")
     if len(name) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
         raise UsageError(f"target {raw!r}: not an address, CIDR, range A-B or domain name")
@@ -225,8 +223,7 @@ def parse_targets(texts: Iterable[str], *, max_addresses: int = DEFAULT_MAX_ADDR
         kind = special_kind(parsed)
         if kind is not None:
             warnings.append(
-                f"{text.strip()} is not globally routable ({kind}): "
-                "vetted anyway, but public lists never list it"
+                f"{text.strip()} is not globally routable ({kind}): vetted anyway, but public lists never list it"
             )
     if seen_texts == 0:
         raise UsageError("no target given (TARGET... or --from-file)")
@@ -234,8 +231,7 @@ def parse_targets(texts: Iterable[str], *, max_addresses: int = DEFAULT_MAX_ADDR
     count = sum(r.size for r in merged)
     if count > max_addresses:
         raise UsageError(
-            f"targets hold {count} addresses, more than --max-addresses {max_addresses} "
-            "(raise it to scan this many)"
+            f"targets hold {count} addresses, more than --max-addresses {max_addresses} (raise it to scan this many)"
         )
     return TargetSet(tuple(merged), tuple(sorted(domains)), tuple(dict.fromkeys(warnings)))
 

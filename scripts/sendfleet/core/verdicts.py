@@ -106,9 +106,7 @@ def classify(zone: Zone, reply: Reply) -> ZoneAnswer:
     errors = [c for c in codes if c in zone.errors]
     if errors:
         what = ", ".join(f"{c} ({zone.meaning(c)})" if zone.meaning(c) else c for c in errors)
-        return ZoneAnswer(
-            zone.name, Outcome.UNKNOWN, codes, meanings, f"error answer {what}: the list refused"
-        )
+        return ZoneAnswer(zone.name, Outcome.UNKNOWN, codes, meanings, f"error answer {what}: the list refused")
     listed = [c for c in codes if c in zone.listed]
     if listed:
         return ZoneAnswer(zone.name, Outcome.LISTED, codes, meanings, "")
@@ -130,9 +128,7 @@ def _code_key(code: str) -> tuple[int, str]:
 
 def unusable_zone_answer(zone: Zone, status: ZoneStatus) -> ZoneAnswer:
     """Every answer of a broken or unreachable zone is unknown."""
-    return ZoneAnswer(
-        zone.name, Outcome.UNKNOWN, detail=f"zone {status.value}: its answers cannot be trusted"
-    )
+    return ZoneAnswer(zone.name, Outcome.UNKNOWN, detail=f"zone {status.value}: its answers cannot be trusted")
 
 
 # --- zone health (RFC 5782 §5) -------------------------------------------------------------------------
@@ -298,8 +294,6 @@ def admission(
         return Admission(False, f"poor neighbourhood: {network.cidr} has {pct} ({limit})")
     if network.uncertain(threshold):
         if accept_neighbourhood:
-            return Admission(
-                True, f"ADMITTED DESPITE AN UNCERTAIN NEIGHBOURHOOD ({network.cidr}: {pct}; {limit})"
-            )
+            return Admission(True, f"ADMITTED DESPITE AN UNCERTAIN NEIGHBOURHOOD ({network.cidr}: {pct}; {limit})")
         return Admission(False, f"uncertain neighbourhood: {network.cidr} has {pct}, could exceed {limit}")
     return Admission(True, None)

@@ -117,6 +117,8 @@ class VetBook:
     health: dict[str, ZoneHealth]
     threshold: float
     accept_neighbourhood: bool
+    #: IPv6 test points of `ipv6: true` zones, judged apart: a zone whose IPv6 side fails stays usable for IPv4
+    health6: dict[str, ZoneHealth] = field(default_factory=dict)
     v4_ok: tuple[Zone, ...] = ()
     v4_bad: tuple[Zone, ...] = ()
     v6_ok: tuple[Zone, ...] = ()
@@ -136,17 +138,27 @@ class VetBook:
         def ok(z: Zone) -> bool:
             return self.health[z.name].status is ZoneStatus.OK
 
+        def ok6(z: Zone) -> bool:
+            return ok(z) and self.status6(z) is ZoneStatus.OK
+
         ip_zones = [z for z in self.config.enabled if z.kind is Kind.IP]
         v6_zones = [z for z in ip_zones if z.ipv6]
         dom_zones = [z for z in self.config.enabled if z.kind is Kind.DOMAIN]
         self.v4_ok = tuple(z for z in ip_zones if ok(z))
         self.v4_bad = tuple(z for z in ip_zones if not ok(z))
-        self.v6_ok = tuple(z for z in v6_zones if ok(z))
-        self.v6_bad = tuple(z for z in v6_zones if not ok(z))
+        self.v6_ok = tuple(z for z in v6_zones if ok6(z))
+        self.v6_bad = tuple(z for z in v6_zones if not ok6(z))
         self.dom_ok = tuple(z for z in dom_zones if ok(z))
         self.dom_bad = tuple(z for z in dom_zones if not ok(z))
         self._clean4 = tuple(ZoneAnswer(z.name, Outcome.CLEAN) for z in self.v4_ok)
         self._all_clean4 = bytes([int(Outcome.CLEAN)] * len(self.v4_ok))
+
+    def status6(self, zone: Zone) -> ZoneStatus:
+        """The zone's status for IPv6 queries: its own status if broken, else its IPv6 test points'."""
+        if self.health[zone.name].status is not ZoneStatus.OK:
+            return self.health[zone.name].status
+        h6 = self.health6.get(zone.name)
+        return h6.status if h6 is not None else ZoneStatus.OK
 
     # -- recording ---------------------------------------------------------------------------------------
 
@@ -279,7 +291,8 @@ class VetBook:
                 out.append(ZoneAnswer(zone.name, Outcome.CLEAN))
             else:
                 out.append(ZoneAnswer(zone.name, Outcome.UNKNOWN, detail="no answer recorded"))
-        out.extend(unusable_zone_answer(zone, self.health[zone.name].status) for zone in bad)
+        statuses = {z.name: (self.status6(z) if family == 6 else self.health[z.name].status) for z in bad}
+        out.extend(unusable_zone_answer(zone, statuses[zone.name]) for zone in bad)
         return tuple(out)
 
     def reports(self) -> Iterator[AddressReport]:

@@ -137,6 +137,12 @@ class ZonesConfig:
         return tuple(z for z in self.zones if z.enabled)
 
 
+def _key(value: object) -> str:
+    """A key as it may be shown in a one-line message."""
+    text = str(value)
+    return text if re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", text) else repr(text)[:60]
+
+
 _ZONE_KEYS = {"zone", "listed", "errors", "meanings", "scope", "ipv6", "qps", "kind", "enabled", "note"}
 _ASN_KEYS = {"origin", "origin6", "names", "cloud_asns", "small_prefix", "small_prefix6"}
 
@@ -206,7 +212,7 @@ def _parse_bool(value: Any, where: str, default: bool) -> bool:
 def parse_zone(data: Any, where: str) -> Zone:
     if not isinstance(data, Mapping):
         raise UsageError(f"{where}: must be a mapping with at least 'zone' and 'listed'")
-    unknown = sorted(str(k) for k in data if k not in _ZONE_KEYS)
+    unknown = sorted(_key(k) for k in data if k not in _ZONE_KEYS)
     if unknown:
         raise UsageError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(_ZONE_KEYS))})")
     if "zone" not in data:
@@ -272,7 +278,7 @@ def parse_zone(data: Any, where: str) -> Zone:
 def parse_asn(data: Any, where: str) -> AsnConfig:
     if not isinstance(data, Mapping):
         raise UsageError(f"{where}: must be a mapping with at least 'origin'")
-    unknown = sorted(str(k) for k in data if k not in _ASN_KEYS)
+    unknown = sorted(_key(k) for k in data if k not in _ASN_KEYS)
     if unknown:
         raise UsageError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(_ASN_KEYS))})")
     if "origin" not in data:
@@ -318,7 +324,7 @@ def parse_zones(data: Any, source: str) -> ZonesConfig:
     """Validate a loaded zones file. Every problem is one UsageError line naming the field."""
     if not isinstance(data, Mapping):
         raise UsageError(f"{source}: must be a mapping with a 'zones' list")
-    unknown = sorted(str(k) for k in data if k not in {"zones", "asn"})
+    unknown = sorted(_key(k) for k in data if k not in {"zones", "asn"})
     if unknown:
         raise UsageError(f"{source}: {unknown[0]}: unknown key (known: asn, zones)")
     raw_zones = data.get("zones")

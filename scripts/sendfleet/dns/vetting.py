@@ -50,7 +50,7 @@ from sendfleet.core.verdicts import (
     zone_health,
 )
 from sendfleet.core.vetbook import Holder, VetBook
-from sendfleet.core.zones import Kind, Zone, ZonesConfig
+from sendfleet.core.zones import Kind, ZonesConfig
 from sendfleet.dns.scanner import BulkScanner, Query
 from sendfleet.errors import CannotCheckError
 
@@ -147,10 +147,13 @@ async def _health(
 
     await scanner.run(health_queries(), on_health)
     health: list[ZoneHealth] = []
+    health6: dict[str, ZoneHealth] = {}
     for zi, zone in enumerate(zones):
         families = sorted({f for (i, f, _) in health_replies if i == zi})
         checks = [(f, health_replies[(zi, f, True)], health_replies[(zi, f, False)]) for f in families]
-        health.append(zone_health(zone, checks))
+        health.append(zone_health(zone, [c for c in checks if c[0] != "ipv6"]))
+        if any(c[0] == "ipv6" for c in checks):
+            health6[zone.name] = zone_health(zone, [c for c in checks if c[0] == "ipv6"])
     if all(r.rcode == RCODE_TIMEOUT for r in health_replies.values()):
         names = ", ".join(str(r) for r in options.resolvers)
         raise CannotCheckError(f"resolver {names} never answered ({len(health_replies)} queries timed out)")
@@ -160,17 +163,17 @@ async def _health(
         {h.zone: h for h in health},
         options.threshold,
         options.accept_neighbourhood,
+        health6,
     )
-    relevant: list[Zone] = []
+    relevant: list[tuple[str, ZoneStatus]] = []
     if targets.ranges_of(4):
-        relevant += [z for z in zones if z.kind is Kind.IP]
+        relevant += [(z.name, book.health[z.name].status) for z in zones if z.kind is Kind.IP]
     if targets.ranges_of(6):
-        relevant += [z for z in zones if z.kind is Kind.IP and z.ipv6]
+        relevant += [(f"{z.name} (IPv6)", book.status6(z)) for z in zones if z.kind is Kind.IP and z.ipv6]
     if targets.domains:
-        relevant += [z for z in zones if z.kind is Kind.DOMAIN]
-    if relevant and not any(book.health[z.name].status is ZoneStatus.OK for z in relevant):
-        zone_names = dict.fromkeys(z.name for z in relevant)
-        what = "; ".join(f"{name} {book.health[name].status.value}" for name in zone_names)
+        relevant += [(z.name, book.health[z.name].status) for z in zones if z.kind is Kind.DOMAIN]
+    if relevant and not any(status is ZoneStatus.OK for _, status in relevant):
+        what = "; ".join(f"{name} {status.value}" for name, status in dict(relevant).items())
         raise CannotCheckError(f"no zone could be used, nothing vetted: {what}")
     return book, health
 
