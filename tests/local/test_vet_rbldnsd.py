@@ -603,3 +603,43 @@ def test_worker_processes_give_the_same_report(rbl: Rbldnsd, tmp_path: Path, cap
     assert one["addresses"] == two["addresses"] and one["networks"] == two["networks"]
     assert one["summary"] == two["summary"] and one["summary"]["listed"] == 16 + 2
     assert two["scan"]["blocklist_queries"] == 3 * 256 * 2
+
+
+class HealthOnlyServer(LossyServer):
+    """Answers the RFC 5782 test points of zone `z.test` correctly, then never anything else."""
+
+    def __init__(self) -> None:
+        super().__init__(drops=0)
+
+    def _serve(self) -> None:
+        listed = question_name("2.0.0.127.z.test", 1)
+        clean = question_name("1.0.0.127.z.test", 1)
+        while not self.stop:
+            try:
+                data, peer = self.sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            question = data[12:]
+            if question == listed:
+                answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + bytes([127, 0, 0, 2])
+                self.sock.sendto(data[:2] + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0) + question + answer, peer)
+            elif question == clean:
+                self.sock.sendto(data[:2] + struct.pack(">HHHHH", 0x8183, 1, 0, 0, 0) + question, peer)
+
+
+def test_resolver_that_stops_answering_exits_3(tmp_path: Path, capsys: Any) -> None:
+    server = HealthOnlyServer()
+    zones = tmp_path / "z.yml"
+    zones.write_text('zones:\n  - {zone: z.test, listed: ["127.0.0.2"]}\n')
+    inventory = tmp_path / "inv"
+    inventory.mkdir()
+    try:
+        argv = ["vet", "198.51.100.64", "--zones", str(zones), "--resolver", f"127.0.0.1:{server.port}"]
+        argv += ["--timeout", "0.1", "--retries", "0", "--no-progress", "--admit", str(inventory), "--pool", "t"]
+        code = main(argv)
+    finally:
+        server.close()
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert "sendfleet: the resolver stopped answering: every blocklist query timed out" in err
+    assert out == "" and not (inventory / "group_vars").exists()
