@@ -418,3 +418,36 @@ def test_delivery_metrics_match_the_sink(monitor: LabHandle, tmp_path: Path) -> 
         lab.ssh(HOST, "postqueue -f", check=False)
     # the deferred mail goes out once the sink accepts again
     assert len(wait_for(tag, n_ok + n_deferred, deadline_s=300)) == n_ok + n_deferred
+
+
+def test_rerunning_the_playbook_advances_the_warmup(monitor: LabHandle) -> None:
+    """monitor.yml computes each IP's stage for its day (sendfleet.core.warmup through the sf_warmup_plan
+    filter) and Postfix follows: the same IP on day 1, day 18 and day 42 (warm) of its warm-up."""
+    from tests.lab.test_site import recap, run_playbook
+
+    lab = monitor
+    _, sending = inventory_model(lab.inventory_dir)
+    entries = [dict(e) for e in sending[HOST]]
+    ips = pool_ips(lab)
+    start = date(2026, 1, 1)
+    entries[0]["warmup_start"] = start.isoformat()
+    assert entries[0]["ip"] == ips[0]
+    try:
+        for day in (1, 18, 42):
+            today = start + timedelta(days=day)
+            extra = json.dumps({"dnsbl_monitor_sending_ips": entries, "dnsbl_monitor_warmup_today": today.isoformat()})
+            proc = run_playbook(lab.inventory_dir, "playbooks/monitor.yml", "--limit", HOST, "-e", extra)
+            assert proc.returncode == 0, proc.stdout[-3000:]
+            plans = warmup.plan_pool_members(
+                [(ip, POOL, HOST, start if ip == ips[0] else None) for ip in ips], today, warmup.WarmupSettings()
+            )
+            want = {transport(p.ip): p.weight for p in plans}
+            assert Counter(pool_members(lab)) == Counter(want), (day, pool_members(lab), want)
+            delay = lab.ssh(HOST, f"postconf -h {transport(ips[0])}_destination_rate_delay").stdout.strip()
+            rate = plans[0].stage.limits.rate_delay
+            assert delay == (f"{rate}s" if rate is not None else "0s"), (day, delay)
+            assert recap(proc.stdout)[HOST]["failed"] == 0
+        assert Counter(pool_members(lab)) == Counter(transport(ip) for ip in ips)  # warm: back to 1 each
+    finally:
+        proc = run_playbook(lab.inventory_dir, "playbooks/monitor.yml", "--limit", HOST)
+        assert proc.returncode == 0, proc.stdout[-3000:]
