@@ -37,7 +37,7 @@ from sendfleet.core.verdicts import DEFAULT_NEIGHBOURHOOD_THRESHOLD, ZoneStatus
 from sendfleet.core.vetbook import VetBook
 from sendfleet.core.zones import ZonesConfig, parse_zones
 from sendfleet.dns.vetting import VetOptions, VetRun, run_vet, system_resolvers
-from sendfleet.errors import EXIT_OK, EXIT_PROBLEMS, UsageError
+from sendfleet.errors import EXIT_OK, EXIT_PROBLEMS, CannotCheckError, UsageError
 
 ZONES_DIR = Path(__file__).resolve().parent.parent / "zones"
 VETTED_FILE = Path("group_vars/all/vetted_ips.yml")
@@ -302,6 +302,8 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         result: VetRun = run_vet(targets, config, options)
+    except OSError as err:  # e.g. an IPv6 resolver on a host without IPv6
+        raise CannotCheckError(f"cannot query {', '.join(str(r) for r in resolvers)}: {err.strerror or err}") from None
     finally:
         stop()
     book = result.book
