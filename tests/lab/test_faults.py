@@ -666,7 +666,8 @@ def test_no_secret_in_ansible_output_even_when_keys_are_redeployed(converged: La
     # Make mta2's copy of a key differ, so that the run deploys it again with -v and --diff: even then the
     # task must not show the key. The run itself puts the right key back.
     lab.ssh(FAULT_HOST, f"echo >> {keyfiles[0]}")
-    proc = playbook(lab, "site.yml", "-v", "--diff")
+    # The DNS play (localhost: TSIG) and mta2 (the DKIM keys) are where secrets are handled.
+    proc = playbook(lab, "site.yml", "-v", "--diff", "--limit", f"{FAULT_HOST},localhost")
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
         reconverge(lab, FAULT_HOST)
@@ -675,7 +676,7 @@ def test_no_secret_in_ansible_output_even_when_keys_are_redeployed(converged: La
     found = leaks(out, secrets)
     assert not found, f"ansible-playbook -v --diff output shows: {found}"
     assert "PRIVATE KEY" not in out, "a private key header appears in the Ansible output"
-    check = playbook(lab, "site.yml", "-v", "--check", "--diff")
+    check = playbook(lab, "site.yml", "-v", "--check", "--diff", "--limit", f"{FAULT_HOST},localhost")
     assert not leaks(check.stdout + check.stderr, secrets), "ansible-playbook --check -v --diff shows a secret"
 
 
