@@ -380,8 +380,35 @@ def write_results(runs: list[dict[str, Any]], s: dict[str, Any], args: argparse.
         "<!-- vet_bench:end -->",
         "",
     ]
-    body = "\n".join(lines)
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    found = re.search(r"<!-- vet_bench:history (.*?) -->", text)
+    history: list[dict[str, Any]] = json.loads(found.group(1)) if found else []
+    history.append(
+        {
+            "when": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+            "load": round(statistics.median([r.get("load", 0) for r in runs]), 1),
+            "dnsperf": round(s["dnsperf_qps"]),
+            "sendfleet": round(s["sendfleet_scan_qps"]),
+            "pydnsbl": round(s["pydnsbl_scan_qps"]),
+            "r_dnsperf": round(s["ratio_sendfleet_dnsperf"], 2),
+            "r_pydnsbl": round(s["ratio_sendfleet_pydnsbl"], 1),
+        }
+    )
+    history = history[-6:]
+    lines[-2:-2] = [
+        "",
+        "Every full run of this benchmark so far (medians of its runs, scan queries/s; the load is what moves them):",
+        "",
+        "| when (UTC) | load | dnsperf | sendfleet | pydnsbl | sendfleet/dnsperf | sendfleet/pydnsbl |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {h['when']} | {h['load']} | {h['dnsperf'] / 1000:.1f}k | {h['sendfleet'] / 1000:.1f}k "
+            f"| {h['pydnsbl'] / 1000:.1f}k | {h['r_dnsperf']:.2f} | {h['r_pydnsbl']:.1f} |"
+            for h in reversed(history)
+        ),
+        f"<!-- vet_bench:history {json.dumps(history)} -->",
+    ]
+    body = "\n".join(lines)
     if "<!-- vet_bench:begin -->" in text:
         text = re.sub(r"<!-- vet_bench:begin -->.*?<!-- vet_bench:end -->\n?", lambda _: body, text, flags=re.S)
     else:
