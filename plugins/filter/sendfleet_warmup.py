@@ -4,6 +4,8 @@ function as `sendfleet warmup plan`), so re-running site.yml advances every IP's
 - ``sending_ips | sf_warmup_plan(host, settings, today, prefix)`` -> the entries with ``transport``,
   ``weight`` (randmap entries, normalised per pool on this host), ``limits`` ({concurrency_limit,
   rate_delay}) and ``warmup`` ({day, warm, hourly, label, share}).
+- ``plan | sf_warmup_restarts(recorded)`` -> {ip: restart date} to keep on the host: an IP idle longer than
+  ``restart_after_idle_days`` (``last_sent`` from the host's delivery counts) warms up again from that day.
 - ``sending_ips | sf_apply_drained(drained)`` -> the entries with ``weight: 0`` for the drained IPs
   (e.g. ``ansible_local.sendfleet_monitor.drained``), so a template that honours ``weight`` leaves them out.
 """
@@ -11,7 +13,7 @@ function as `sendfleet warmup plan`), so re-running site.yml advances every IP's
 from __future__ import annotations
 
 import sys
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,22 @@ def _slug(ip: str) -> str:
     return addr.exploded.replace(":", "") if addr.version == 6 else str(addr).replace(".", "_")
 
 
+def _start(entry: dict[str, Any], restarts: dict[str, date]) -> date | None:
+    """The inventory's warmup_start, or a later restart recorded on the host after an idle period."""
+    start = _date(entry.get("warmup_start"))
+    again = restarts.get(str(entry["ip"]))
+    if again is not None and (start is None or again > start):
+        return again
+    return start
+
+
+def _day_of(value: Any) -> date | None:
+    """A date, an ISO date, or Unix seconds (the monitor's last_sent) -> date."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=UTC).date()
+    return _date(value)
+
+
 def sf_warmup_plan(
     sending_ips: Any,
     host: str = "",
@@ -46,16 +64,20 @@ def sf_warmup_plan(
     today: Any = None,
     prefix: str = "sf",
     last_sent: Any = None,
+    restarts: Any = None,
 ) -> list[dict[str, Any]]:
+    """`last_sent`: ip -> last successful delivery (date or Unix seconds; the host's delivery.json), for
+    the idle restart; `restarts`: ip -> date of a restart recorded before (kept on the host)."""
     cfg = warmup.settings_from(settings or {})
     day = _date(today) or date.today()
     entries = [dict(e) for e in sending_ips or []]
-    sent = {str(k): _date(v) for k, v in (last_sent or {}).items() if _date(v) is not None}
+    again = {str(k): d for k, v in (restarts or {}).items() if (d := _date(v)) is not None}
+    sent = {str(k): d for k, v in (last_sent or {}).items() if (d := _day_of(v)) is not None}
     plans = warmup.plan_pool_members(
-        [(str(e["ip"]), str(e["pool"]), host, _date(e.get("warmup_start"))) for e in entries],
+        [(str(e["ip"]), str(e["pool"]), host, _start(e, again)) for e in entries],
         day,
         cfg,
-        {k: v for k, v in sent.items() if v is not None},
+        sent,
     )
     out = []
     for entry, plan in zip(entries, plans, strict=True):
@@ -80,6 +102,17 @@ def sf_warmup_plan(
     return out
 
 
+def sf_warmup_restarts(plan: Any, restarts: Any = None) -> dict[str, str]:
+    """The restarts to keep on the host: the recorded ones of IPs still planned, plus today's new ones."""
+    ips = {str(e["ip"]) for e in plan or []}
+    out = {str(k): str(v) for k, v in (restarts or {}).items() if str(k) in ips}
+    for e in plan or []:
+        w = e.get("warmup") or {}
+        if w.get("restarted") and w.get("start"):
+            out[str(e["ip"])] = str(w["start"])
+    return dict(sorted(out.items()))
+
+
 def sf_apply_drained(sending_ips: Any, drained: Any) -> list[dict[str, Any]]:
     gone = {str(ip) for ip in drained or []}
     return [dict(e, weight=0) if str(e["ip"]) in gone else dict(e) for e in sending_ips or []]
@@ -87,4 +120,8 @@ def sf_apply_drained(sending_ips: Any, drained: Any) -> list[dict[str, Any]]:
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"sf_warmup_plan": sf_warmup_plan, "sf_apply_drained": sf_apply_drained}
+        return {
+            "sf_warmup_plan": sf_warmup_plan,
+            "sf_warmup_restarts": sf_warmup_restarts,
+            "sf_apply_drained": sf_apply_drained,
+        }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -103,3 +104,34 @@ def test_weight_and_limits_are_monotonic(day: int) -> None:
     assert 1 <= a.weight <= b.weight <= S.resolution
     if a.limits.rate_delay is not None and b.limits.rate_delay is not None:
         assert b.limits.rate_delay <= a.limits.rate_delay
+
+
+def _plugin() -> Any:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "plugins" / "filter" / "sendfleet_warmup.py"
+    spec = importlib.util.spec_from_file_location("sendfleet_warmup_plugin", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_filter_plan_and_idle_restart_is_kept() -> None:
+    f = _plugin()
+    ips = [{"ip": "198.51.100.70", "pool": "t", "ptr": "o70"}, {"ip": "198.51.100.72", "pool": "t", "ptr": "o72"}]
+    plan = f.sf_warmup_plan(ips, "mta1", {}, "2026-11-27")
+    assert [e["weight"] for e in plan] == [1, 1] and plan[0]["transport"] == "sf_198_51_100_70"
+    # .70 last sent 40 days ago: it warms up again from today, and the restart is recorded ...
+    idle = {"198.51.100.70": "2026-10-18"}
+    plan = f.sf_warmup_plan(ips, "mta1", {}, "2026-11-27", "sf", idle, {})
+    assert plan[0]["warmup"]["restarted"] and plan[0]["warmup"]["day"] == 0 and plan[0]["weight"] == 1
+    assert plan[1]["weight"] == 20
+    restarts = f.sf_warmup_restarts(plan, {"198.51.100.99": "2026-01-01"})
+    assert restarts == {"198.51.100.70": "2026-11-27"}
+    # ... so that the next day, having sent again, it is on day 1, not back to warm
+    plan = f.sf_warmup_plan(ips, "mta1", {}, "2026-11-28", "sf", {"198.51.100.70": 1795852800.0}, restarts)
+    assert plan[0]["warmup"]["label"] == "day 1" and not plan[0]["warmup"]["restarted"]
+    assert f.sf_warmup_restarts(plan, restarts) == restarts
+    assert f.sf_apply_drained(plan, ["198.51.100.72"])[1]["weight"] == 0
