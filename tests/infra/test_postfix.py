@@ -86,15 +86,31 @@ def _split_tables(value: str) -> list[str]:
     return out
 
 
+#: Written on each sender by the DNSBL monitor (roles/dnsbl_monitor): the IPs it drained (listed on a blocklist).
+MONITOR_FACT = "/etc/ansible/facts.d/sendfleet_monitor.fact"
+
+
+def _drained(host: Any) -> set[str]:
+    fact = host.file(MONITOR_FACT)
+    if not fact.exists:
+        return set()
+    return {str(ip) for ip in json.loads(fact.content_string or "{}").get("drained", [])}
+
+
 def test_pools_route_each_domain(host: Any, expect: Expect) -> None:
     """sender_dependent_default_transport_maps sends each sender domain to a random choice among exactly
-    the in-service transports of its pool on this host."""
+    the in-service transports of its pool on this host (less the IPs the DNSBL monitor drained)."""
     value = postconf(host, "sender_dependent_default_transport_maps")["sender_dependent_default_transport_maps"]
     tables = _split_tables(value)
     bound = transports_by_ip(host)
+    drained = _drained(host)
     problems = []
     for domain in expect.domains_here():
-        wanted = {bound[str(s.ip)] for s in expect.in_service if s.pool == domain.pool and str(s.ip) in bound}
+        wanted = {
+            bound[str(s.ip)]
+            for s in expect.in_service
+            if s.pool == domain.pool and str(s.ip) in bound and str(s.ip) not in drained
+        }
         table, result = _lookup_chain(host, tables, f"readiness@{domain.name}")
         if table is None:
             problems.append(f"{domain.name}: no pool map matches its senders (expected pool {domain.pool})")
@@ -105,6 +121,7 @@ def test_pools_route_each_domain(host: Any, expect: Expect) -> None:
             problems.append(
                 f"{domain.name} (pool {domain.pool}) goes to {', '.join(sorted(chosen))}; expected "
                 f"exactly {', '.join(sorted(wanted)) or 'none'}"
+                + (f" (drained by the DNSBL monitor: {', '.join(sorted(drained))})" if drained else "")
             )
         if result not in wanted and str(result).split(":")[0] not in wanted:
             problems.append(f"{domain.name}: a lookup chose {result}, not a transport of pool {domain.pool}")

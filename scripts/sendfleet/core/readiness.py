@@ -508,7 +508,8 @@ def build_report(
             row.verdict = "fail"
             row.problems = [
                 f"ip: no message left by {ip} among {per_route_arrived[(host, domain)]} that arrived from "
-                f"{host} for {domain} (other IPs of pool {row.pool} were used): not in service"
+                f"{host} for {domain} (other IPs of pool {row.pool} were used): not in service (left out by "
+                "the FCrDNS gate, or drained by the DNSBL monitor: journalctl -t sendfleet-monitor on the host)"
             ]
         elif refused and not accepted:
             row.verdict = "fail"
