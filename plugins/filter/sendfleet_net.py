@@ -7,6 +7,7 @@
 - ``value | sf_slug``       -> a transport-name-safe form of an address (``198_51_100_72``).
 - ``ip | sf_transport(prefix)`` -> the Postfix transport name of a sending IP.
 - ``sending_ips | sf_pool_randmap(pool, prefix)`` -> ``randmap:{...}`` of a pool's transports (weights repeat).
+- ``sending_ips | sf_pools_in_service`` -> the pools with a positive total weight (0 = drained).
 - ``sending_ips | sf_pool_maps(prefix)`` -> the sender_dependent_default_transport_maps entries, one per pool.
 - ``value | sf_seconds``     -> a Postfix time value (``2m``) in seconds.
 - ``values | sf_duplicates`` -> the entries occurring more than once.
@@ -97,12 +98,20 @@ def sf_pool_randmap(sending_ips: Any, pool: str, prefix: str = "sf") -> str:
     return "randmap:{" + ", ".join(members) + "}"
 
 
+def sf_pools_in_service(sending_ips: Any) -> list[str]:
+    """The pools with a positive total weight in ``sending_ips`` (weight defaults to 1; 0 = drained)."""
+    totals: dict[str, int] = {}
+    for entry in sending_ips:
+        pool = str(entry["pool"])
+        totals[pool] = totals.get(pool, 0) + int(entry.get("weight", 1))
+    return sorted(pool for pool, total in totals.items() if total > 0)
+
+
 def sf_pool_maps(sending_ips: Any, prefix: str = "sf", table_dir: str = "/etc/postfix") -> list[str]:
-    """One ``pipemap:{regexp:<pool senders>, randmap:{<pool transports>}}`` per pool in ``sending_ips``."""
-    pools = sorted({str(entry["pool"]) for entry in sending_ips})
+    """One ``pipemap:{regexp:<pool senders>, randmap:{<pool transports>}}`` per pool in service."""
     return [
         f"pipemap:{{regexp:{table_dir}/sender_pool_{pool}.regexp, {sf_pool_randmap(sending_ips, pool, prefix)}}}"
-        for pool in pools
+        for pool in sf_pools_in_service(sending_ips)
     ]
 
 
@@ -119,5 +128,6 @@ class FilterModule:
             "sf_transport": sf_transport,
             "sf_pool_randmap": sf_pool_randmap,
             "sf_pool_maps": sf_pool_maps,
+            "sf_pools_in_service": sf_pools_in_service,
             "sf_in_networks": sf_in_networks,
         }
