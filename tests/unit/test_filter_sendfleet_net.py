@@ -1,0 +1,79 @@
+"""plugins/filter/sendfleet_net.py: the address filters the roles build Postfix and nftables config from."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+_PATH = Path(__file__).resolve().parents[2] / "plugins" / "filter" / "sendfleet_net.py"
+_spec = importlib.util.spec_from_file_location("sendfleet_net", _PATH)
+assert _spec is not None and _spec.loader is not None
+net = importlib.util.module_from_spec(_spec)
+sys.modules["sendfleet_net"] = net
+_spec.loader.exec_module(net)
+
+
+def test_versions() -> None:
+    assert net.sf_ipversion("198.51.100.72") == 4
+    assert net.sf_ipversion("2001:db8:5f::48") == 6
+    assert net.sf_ipversion("198.51.100.300") == 0
+    assert net.sf_ipversion("198.51.100.0/24") == 0
+    assert net.sf_netversion("198.51.100.0/24") == 4
+    assert net.sf_netversion("2001:db8:5f::/64") == 6
+    assert net.sf_netversion("not-a-net") == 0
+
+
+def test_postfix_network_syntax() -> None:
+    assert net.sf_postfix_net("2001:db8:5f::/64") == "[2001:db8:5f::]/64"
+    assert net.sf_postfix_net("198.51.100.32/29") == "198.51.100.32/29"
+
+
+def test_family_and_duplicates() -> None:
+    nets = ["198.51.100.0/29", "2001:db8:5f::/64", "198.51.100.32/29"]
+    assert net.sf_family(nets, 4) == ["198.51.100.0/29", "198.51.100.32/29"]
+    assert net.sf_family(nets, 6) == ["2001:db8:5f::/64"]
+    assert net.sf_duplicates(["a", "b", "a", "c", "b"]) == ["a", "b"]
+    assert net.sf_in_networks(["198.51.100.33", "198.51.100.40"], ["198.51.100.32/29"]) == ["198.51.100.33"]
+
+
+def test_transport_names_and_seconds() -> None:
+    assert net.sf_transport("198.51.100.72") == "sf_198_51_100_72"
+    assert net.sf_transport("2001:db8:5f::48", "x") == "x_20010db8005f00000000000000000048"
+    assert net.sf_seconds("0s") == 0
+    assert net.sf_seconds("2m") == 120
+    assert net.sf_seconds("1h") == 3600
+    assert net.sf_seconds("7") == 7
+
+
+def test_pool_maps_weights_and_drained_pools() -> None:
+    ips = [
+        {"ip": "198.51.100.72", "pool": "transactional"},
+        {"ip": "198.51.100.73", "pool": "transactional", "weight": 2},
+        {"ip": "198.51.100.96", "pool": "marketing", "weight": 0},
+    ]
+    assert net.sf_pools_in_service(ips) == ["transactional"]
+    assert net.sf_pool_maps(ips) == [
+        "pipemap:{regexp:/etc/postfix/sender_pool_transactional.regexp, "
+        "randmap:{sf_198_51_100_72, sf_198_51_100_73, sf_198_51_100_73}}"
+    ]
+    with pytest.raises(ValueError, match="marketing"):
+        net.sf_pool_randmap(ips, "marketing")
+
+
+@given(st.lists(st.tuples(st.integers(0, 255), st.sampled_from(["a", "b", "c"]), st.integers(0, 3)), max_size=12))
+def test_pool_maps_list_each_transport_weight_times(entries: list[tuple[int, str, int]]) -> None:
+    ips = [{"ip": f"198.51.100.{octet}", "pool": pool, "weight": w} for octet, pool, w in entries]
+    maps = net.sf_pool_maps(ips)
+    pools = net.sf_pools_in_service(ips)
+    assert len(maps) == len(pools)
+    for pool, line in zip(pools, maps, strict=True):
+        members = line.split("randmap:{", 1)[1].rstrip("}").split(", ")
+        for octet, p, _w in entries:
+            if p == pool:
+                expected = sum(wt for o, pp, wt in entries if pp == pool and o == octet)
+                assert members.count(f"sf_198_51_100_{octet}") == expected
