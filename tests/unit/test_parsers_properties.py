@@ -86,7 +86,7 @@ def test_pools_as_a_list_of_lists_is_refused_in_one_line() -> None:
                                         scalars, max_size=6), max_size=4))
 def test_sending_ips_entries_of_any_shape(entries: list[dict[str, Any]]) -> None:
     """Entry by entry: a missing or wrong field is refused naming the entry (`sending_ips[i].field`)."""
-    gv = {"pools": {"transactional": {}, "marketing": {}}}
+    gv: dict[str, Any] = {"pools": {"transactional": {}, "marketing": {}}}
     try:
         inv = inventory(gv, {"mta1": {"sending_ips": entries}})
     except UsageError as err:
@@ -109,7 +109,7 @@ def fleets(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     hosts: dict[str, dict[str, Any]] = {h: {"sending_ips": []} for h in host_names}
     for ip in ips:
         host = draw(st.sampled_from(host_names))
-        entry = {"ip": str(ip), "pool": draw(st.sampled_from(pools)),
+        entry: dict[str, Any] = {"ip": str(ip), "pool": draw(st.sampled_from(pools)),
                  "ptr": f"o{int(ip) & 0xFFFF:x}.{host}.lab.test"}
         if draw(st.booleans()):
             entry["weight"] = draw(st.integers(1, 100))
