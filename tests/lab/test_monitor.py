@@ -14,23 +14,29 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import shlex
+import smtplib
 import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sendfleet.core import maillog, warmup
 from sendfleet.core.metrics import parse, samples_of
 from sendfleet.core.poolmap import randmap_members
 from tests.lab.conftest import LabHandle, sendfleet
-from tests.lab.test_site import host_address, inventory_model, make_message, submit, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -46,6 +52,76 @@ ZONE = "zen.lab.test"
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+APP_ADDRESS = "198.51.100.32"  # an app address (allowed to submit), on the machine's bridge
+RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+                   r"\s+failed=(?P<failed>\d+)", re.M)
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+def inventory_model(inventory: Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """(sender_domains, host -> sending_ips) from the lab inventory."""
+    pools = load_yaml(inventory / "group_vars" / "all" / "pools.yml")
+    hosts = load_yaml(inventory / "hosts.yml")["all"]["children"]["senders"]["hosts"]
+    sending = {}
+    for host in hosts:
+        host_vars = load_yaml(inventory / "host_vars" / f"{host}.yml") or {}
+        sending[host] = [{**e, "ip": str(e["ip"])} for e in host_vars.get("sending_ips", [])]
+    return pools["sender_domains"], sending
+
+
+def host_address(inventory: Path, host: str) -> str:
+    return str(load_yaml(inventory / "hosts.yml")["all"]["children"]["senders"]["hosts"][host]["ansible_host"])
+
+
+def make_message(sender: str, recipient: str, tag: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = recipient
+    msg["Subject"] = f"sendfleet monitor test {tag}"
+    msg["Date"] = format_datetime(datetime.now().astimezone())
+    msg["Message-ID"] = make_msgid(domain=sender.split("@", 1)[1])
+    msg["X-Sendfleet-Tag"] = tag
+    msg.set_content(f"test message {tag}\n")
+    return msg
+
+
+def submit(server: str, messages: list[EmailMessage]) -> None:
+    with smtplib.SMTP(server, 25, source_address=(APP_ADDRESS, 0), timeout=30) as smtp:
+        smtp.ehlo("app.lab.test")
+        for msg in messages:
+            smtp.send_message(msg)
+
+
+def wait_for(tag_prefix: str, count: int, deadline_s: float = 300) -> list[Any]:
+    """The sink's messages whose X-Sendfleet-Tag starts with tag_prefix, once `count` of them arrived."""
+    from sendfleet.lab.sink import read_messages
+
+    end = time.monotonic() + deadline_s
+    found: list[Any] = []
+    while time.monotonic() < end:
+        found = [m for m in read_messages() if (m.header("X-Sendfleet-Tag") or "").startswith(tag_prefix)]
+        if len(found) >= count:
+            return found
+        time.sleep(2)
+    return found
+
+
+def run_playbook(inventory: Path, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
+           "PATH": f"{Path(sys.executable).parent}:" + os.environ.get("PATH", "")}
+    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), playbook,
+                           *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    tail = output[output.rindex("PLAY RECAP"):] if "PLAY RECAP" in output else ""
+    return {m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")} for m in RECAP.finditer(tail)}
+
 
 
 def pool_ips(lab: LabHandle) -> list[str]:
@@ -423,8 +499,6 @@ def test_delivery_metrics_match_the_sink(monitor: LabHandle, tmp_path: Path) -> 
 def test_rerunning_the_playbook_advances_the_warmup(monitor: LabHandle) -> None:
     """monitor.yml computes each IP's stage for its day (sendfleet.core.warmup through the sf_warmup_plan
     filter) and Postfix follows: the same IP on day 1, day 18 and day 42 (warm) of its warm-up."""
-    from tests.lab.test_site import recap, run_playbook
-
     lab = monitor
     _, sending = inventory_model(lab.inventory_dir)
     entries = [dict(e) for e in sending[HOST]]
