@@ -643,3 +643,19 @@ def test_resolver_that_stops_answering_exits_3(tmp_path: Path, capsys: Any) -> N
     assert code == 3
     assert "sendfleet: the resolver stopped answering: every blocklist query timed out" in err
     assert out == "" and not (inventory / "group_vars").exists()
+
+
+def test_a_question_never_answered_does_not_hold_up_the_others() -> None:
+    """A silent question first in line: fast retransmits give up on it after a few tries without blocking the
+    thousands of questions behind it, and it ends as a timeout."""
+    server = LossyServer(drops=0)
+    try:
+        queries = [(question_name("silent.loss.test", 1), -1, "silent")]
+        queries += [(question_name(f"q{i}.loss.test", 1), -1, i) for i in range(3000)]
+        got: dict[Any, Reply] = {}
+        scanner = BulkScanner([Resolver("127.0.0.1", server.port)], timeout=0.3, retries=2)
+        stats = run_scan(scanner, iter(queries), lambda token, reply: got.__setitem__(token, reply))
+    finally:
+        server.close()
+    assert len(got) == 3001 and all(got[i] is NXDOMAIN for i in range(3000))
+    assert got["silent"].rcode == -1 and stats.timeouts == 1

@@ -389,14 +389,19 @@ class BulkScanner:
         now = time.monotonic()
         min_age = max(3 * (self.srtt or 0.0), 0.005)
         cut = False
-        while order and order[0][0] < limit:
+        steps = len(order)  # each entry looked at once per call (an exhausted one goes to the back)
+        while order and order[0][0] < limit and steps > 0:
+            steps -= 1
             seq, entry = order[0]
             if entry[_SEQ] != seq or inflight.get(entry[_KEY]) is not entry:
                 order.popleft()  # answered, or already sent again
                 continue
-            if now - entry[_SENT] < min_age or entry[_FAST] >= MAX_FAST:
-                break  # too young to call lost; or resent often enough: it waits for its timeout
+            if now - entry[_SENT] < min_age:
+                break  # too young to call lost (and every later one is younger)
             order.popleft()
+            if entry[_FAST] >= MAX_FAST:
+                order.append((seq, entry))  # resent often enough: it waits for its timeout, behind the others
+                continue
             del inflight[entry[_KEY]]
             if entry[_SENT] > self._last_cut:
                 cut = True
