@@ -50,9 +50,10 @@ def lab() -> Iterator[LabHandle]:
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root (they boot systemd-nspawn hosts)")
     from sendfleet.lab.config import DEFAULT_STATE_DIR
-    from sendfleet.lab.lab import running_config
+    from sendfleet.lab.lab import is_alive, running_config
 
-    already_up = running_config(DEFAULT_STATE_DIR) is not None
+    recorded = running_config(DEFAULT_STATE_DIR)
+    already_up = recorded is not None and is_alive(recorded)
     try:
         sendfleet("lab", "up")
         cfg = running_config(DEFAULT_STATE_DIR)

@@ -109,13 +109,13 @@ def _status(args: argparse.Namespace) -> int:
 
 def _ssh(args: argparse.Namespace) -> int:
     from sendfleet.lab.hosts import ssh_command
-    from sendfleet.lab.lab import running_config
+    from sendfleet.lab.lab import lab_key, running_config
 
     cfg = running_config(args.state_dir)
     if cfg is None:
         raise UsageError("no lab is up: run 'sendfleet lab up' first")
     host = cfg.host(args.host)
-    key = cfg.inventory_dir / ".ssh" / "lab_ed25519"
+    key = lab_key(cfg)
     cmd = ssh_command(cfg, host, key, *args.command)
     if sys.stdin.isatty() and not args.command:
         cmd.insert(1, "-t")

@@ -13,7 +13,7 @@ from pathlib import Path
 from sendfleet.errors import UsageError
 from sendfleet.lab.config import DEFAULT_STATE_DIR, LabConfig
 from sendfleet.lab.hosts import ssh_command
-from sendfleet.lab.lab import running_config
+from sendfleet.lab.lab import lab_key, running_config
 from sendfleet.lab.system import LabError
 
 # zone -> (dataset file for IPv4 entries, for IPv6 entries, for domain entries)
@@ -83,7 +83,7 @@ def sink_recipient_action(domain: str, action: str | None, state_dir: Path = DEF
     if action is not None:
         lines.append(f"{domain} {action}")
     _replace_text(path, "\n".join(lines) + "\n")
-    key = cfg.inventory_dir / ".ssh" / "lab_ed25519"
+    key = lab_key(cfg)
     proc = subprocess.run(ssh_command(cfg, sink, key, "postfix reload"), capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise LabError(f"sink: postfix reload failed: {proc.stderr.strip()}")

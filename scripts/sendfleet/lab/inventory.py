@@ -22,8 +22,9 @@ from sendfleet.lab.system import run
 HEADER = "# written by `sendfleet lab up`; rewritten on every `lab up`: do not edit\n"
 
 
-def ensure_ssh_key(inventory_dir: Path) -> Path:
-    key = inventory_dir / ".ssh" / "lab_ed25519"
+def ensure_ssh_key(state_dir: Path) -> Path:
+    """The lab's SSH key lives with the lab (its hosts trust it); inventories get a copy."""
+    key = state_dir / "ssh" / "lab_ed25519"
     if not key.exists():
         key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sendfleet-lab", "-f", str(key)])
@@ -31,8 +32,26 @@ def ensure_ssh_key(inventory_dir: Path) -> Path:
     return key
 
 
-def write_inventory(cfg: LabConfig, key: Path, tsig_secret: str) -> None:
+def inventory_key(inventory_dir: Path) -> Path:
+    return inventory_dir / ".ssh" / "lab_ed25519"
+
+
+def copy_ssh_key(key: Path, inventory_dir: Path) -> Path:
+    dest = inventory_key(inventory_dir)
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for src, dst in ((key, dest), (key.with_suffix(".pub"), dest.with_suffix(".pub"))):
+        data = src.read_bytes()
+        if not dst.exists() or dst.read_bytes() != data:
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            tmp.write_bytes(data)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, dst)
+    return dest
+
+
+def write_inventory(cfg: LabConfig, lab_key: Path, tsig_secret: str) -> None:
     inv = cfg.inventory_dir
+    key = copy_ssh_key(lab_key, inv)
     senders = {h.name: {"ansible_host": h.ipv4, "host_ipv6": h.ipv6} for h in cfg.hosts if h.role == "sender"}
     sinks = {h.name: {"ansible_host": h.ipv4, "host_ipv6": h.ipv6} for h in cfg.hosts if h.role == "sink"}
     hosts: dict[str, Any] = {"all": {"children": {"senders": {"hosts": senders}, "sinks": {"hosts": sinks}}}}

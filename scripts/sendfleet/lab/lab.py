@@ -4,6 +4,7 @@ and report the health of each part."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import secrets
 import shutil
 import time
@@ -33,6 +34,22 @@ def running_config(state_dir: Path) -> LabConfig | None:
     return LabConfig.from_json(state.read_text())
 
 
+def lab_key(cfg: LabConfig) -> Path:
+    """The SSH key every lab host trusts (a copy sits in the lab inventory)."""
+    return cfg.state_dir / "ssh" / "lab_ed25519"
+
+
+def is_alive(cfg: LabConfig) -> bool:
+    """True if any process of the recorded lab still runs (else its state is stale: e.g. the machine's
+    processes were ended under it, leaving bridge, namespaces and mounts behind)."""
+    return any(services.service_pid(cfg, svc) is not None for svc in services.SERVICES) or any(
+        hosts.supervisor_pid(cfg, host) is not None for host in cfg.hosts)
+
+
+def _same_shape(a: LabConfig, b: LabConfig) -> bool:
+    return dataclasses.replace(a, inventory_dir=b.inventory_dir) == b
+
+
 def _tsig_secret(cfg: LabConfig) -> str:
     path = cfg.state_dir / "tsig.secret"
     if path.exists():
@@ -47,7 +64,11 @@ def up(cfg: LabConfig, log: Log = _quiet) -> bool:
     """Bring the lab up; a no-op when it already is. Returns True if anything changed."""
     require_root_linux()
     current = running_config(cfg.state_dir)
-    if current is not None and current != cfg:
+    if current is not None and not is_alive(current):
+        log("found a stale lab (its processes are gone): cleaning it up first")
+        down(cfg.state_dir, log)
+        current = None
+    if current is not None and not _same_shape(current, cfg):
         raise UsageError(
             f"a lab of another shape is up ({current.senders} senders on {current.network}); "
             "run 'sendfleet lab down' first"
@@ -62,7 +83,7 @@ def up(cfg: LabConfig, log: Log = _quiet) -> bool:
         if services.ensure_service(cfg, svc, secret):
             log(f"started {svc.name} ({svc.what})")
             changed = True
-    key = inventory.ensure_ssh_key(cfg.inventory_dir)
+    key = inventory.ensure_ssh_key(cfg.state_dir)
     pubkey = key.with_suffix(".pub").read_text().strip()
     booted = []
     for host in cfg.hosts:
