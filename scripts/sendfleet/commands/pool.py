@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sendfleet import yamlfile
-from sendfleet.core.assign import DEFAULT_PTR_TEMPLATE, plan_assignments
+from sendfleet.core.assign import DEFAULT_PTR_TEMPLATE, plan_assignments, ptr_name
 from sendfleet.errors import EXIT_OK, UsageError
 
 
@@ -125,6 +125,10 @@ def _assign(args: argparse.Namespace) -> int:
         domain = lab_vars.get("host_domain")
         if not domain:
             raise UsageError("--domain is required (the inventory has no host_domain)")
+    try:  # a bad template is bad input even when there is nothing to assign today
+        ptr_name(args.ptr_template, "192.0.2.1", hosts[0] if hosts else "host", domain)
+    except (KeyError, IndexError, ValueError) as err:
+        raise UsageError(f"--ptr-template {args.ptr_template!r}: unknown field {err}") from None
     try:
         plan = plan_assignments(senders=hosts, vetted=vetted, in_use=_in_use(inv, senders), per_host=args.per_host,
                                 pools=pools, ptr_template=args.ptr_template, domain=domain, warmup_start=warmup)
