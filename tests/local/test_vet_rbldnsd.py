@@ -659,3 +659,45 @@ def test_a_question_never_answered_does_not_hold_up_the_others() -> None:
         server.close()
     assert len(got) == 3001 and all(got[i] is NXDOMAIN for i in range(3000))
     assert got["silent"].rcode == -1 and stats.timeouts == 1
+
+
+class SlowFirstAnswerServer(LossyServer):
+    """Answers at once, except `slow.loss.test`: only its first copy is answered, 0.4 s later (a cold recursion).
+    Copies sent again meanwhile are ignored: the late answer to the first ID must be taken."""
+
+    def __init__(self) -> None:
+        super().__init__(drops=0)
+
+    def _serve(self) -> None:
+        import threading
+
+        slow = question_name("slow.loss.test", 1)
+        answered_slow = False
+        while not self.stop:
+            try:
+                data, peer = self.sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            question = data[12:]
+            reply = data[:2] + struct.pack(">HHHHH", 0x8183, 1, 0, 0, 0) + question
+            if question == slow:
+                if not answered_slow:
+                    answered_slow = True
+                    threading.Timer(0.4, self.sock.sendto, (reply, peer)).start()
+                continue
+            self.sock.sendto(reply, peer)
+
+
+def test_a_late_answer_to_an_earlier_try_is_taken() -> None:
+    server = SlowFirstAnswerServer()
+    try:
+        queries = [(question_name(f"q{i}.loss.test", 1), -1, i) for i in range(100)]
+        queries.insert(50, (question_name("slow.loss.test", 1), -1, "slow"))
+        queries += [(question_name(f"r{i}.loss.test", 1), -1, 1000 + i) for i in range(2000)]
+        got: dict[Any, Reply] = {}
+        scanner = BulkScanner([Resolver("127.0.0.1", server.port)], timeout=1.0, retries=3)
+        stats = run_scan(scanner, iter(queries), lambda token, reply: got.__setitem__(token, reply))
+    finally:
+        server.close()
+    assert got["slow"] is NXDOMAIN  # answered by the reply to its first ID, after it was sent again
+    assert stats.timeouts == 0 and stats.retries >= 1

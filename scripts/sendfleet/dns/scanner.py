@@ -42,7 +42,7 @@ _HEADER = struct.Struct(">HHHHHH")
 _FLAGS_RD = 0x0100
 
 # In-flight entry fields (a list, mutated in place).
-_Q, _GROUP, _TOKENS, _TRIES, _KEY, _DEADLINE, _SENT, _SEQ, _FAST = range(9)
+_Q, _GROUP, _TOKENS, _TRIES, _KEY, _DEADLINE, _SENT, _SEQ, _FAST, _OLD = range(10)
 
 #: A query still unanswered when this many later-sent queries have been answered (and older than a few round
 #: trips) is taken as lost and retried at once, as TCP's fast retransmit does: waiting for its timeout would
@@ -139,6 +139,7 @@ class BulkScanner:
         self._inflight: dict[int, list[Any]] = {}
         self._by_question: dict[bytes, list[Any]] = {}
         self._merged: dict[bytes, list[Any]] = {}  # extra tokens of identical questions
+        self._aliases: dict[int, list[Any]] = {}  # earlier IDs of questions sent again
         self._order: deque[tuple[int, list[Any]]] = deque()  # send order: timeouts and fast retransmits
         self._hi_seq = 0
         self._seq = 0
@@ -224,6 +225,7 @@ class BulkScanner:
         if len(inflight) >= window:
             return
         by_question = self._by_question
+        aliases = self._aliases
         order_append = self._order.append
         sends = self._sends
         nsocks = len(sends)
@@ -256,11 +258,11 @@ class BulkScanner:
             rr = rr + 1 if rr + 1 < nsocks else 0
             qid = getrandbits(16)
             key = (si << 16) | qid
-            while key in inflight:
+            while key in inflight or key in aliases:
                 qid = getrandbits(16)
                 key = (si << 16) | qid
             seq += 1
-            entry = [question, item[1], item[2], 1, key, deadline, now, seq, 0]
+            entry = [question, item[1], item[2], 1, key, deadline, now, seq, 0, None]
             inflight[key] = entry
             by_question[question] = entry
             order_append((seq, entry))
@@ -277,30 +279,34 @@ class BulkScanner:
             self._done.set_result(None)
 
     def _send(self, entry: list[Any], fast: bool = False) -> None:
+        """Send a question again (its earlier ID stays valid: a late answer to it is still taken)."""
         if fast:
             entry[_FAST] += 1
             tries = entry[_TRIES]
         else:
             tries = entry[_TRIES] = entry[_TRIES] + 1
-        if tries == 1 and not entry[_FAST]:
-            self.stats.queries += 1
-            si = self._rr
-            self._rr = (si + 1) % len(self._socks)
+        self.stats.retries += 1
+        old = entry[_KEY]
+        self._aliases[old] = entry
+        if entry[_OLD] is None:
+            entry[_OLD] = [old]
         else:
-            self.stats.retries += 1
-            if len(self.resolvers) > 1:  # a retry goes to the next resolver
-                ri = (self._socks[entry[_KEY] >> 16][1] + 1) % len(self.resolvers)
-                si = ri * self.sockets_per_resolver + random.randrange(self.sockets_per_resolver)
-            else:
-                si = entry[_KEY] >> 16
+            entry[_OLD].append(old)
+        if len(self.resolvers) > 1:  # a retry goes to the next resolver
+            ri = (self._socks[old >> 16][1] + 1) % len(self.resolvers)
+            si = ri * self.sockets_per_resolver + random.randrange(self.sockets_per_resolver)
+        else:
+            si = old >> 16
         inflight = self._inflight
+        aliases = self._aliases
         qid = random.getrandbits(16)
         key = (si << 16) | qid
-        while key in inflight:
+        while key in inflight or key in aliases:
             qid = random.getrandbits(16)
             key = (si << 16) | qid
         now = time.monotonic()
-        rto = self._rto_base if tries == 1 else min(self.timeout, self._rto_base * (1 << (tries - 1)))
+        # the last try waits the whole --timeout: a slow recursion still gets its answer
+        rto = self.timeout if tries >= self.tries else min(self.timeout, self._rto_base * (1 << (tries - 1)))
         entry[_KEY] = key
         entry[_DEADLINE] = now + rto
         entry[_SENT] = now
@@ -321,6 +327,7 @@ class BulkScanner:
         recv = sock.recv
         inflight = self._inflight
         by_question = self._by_question
+        aliases = self._aliases
         merged = self._merged
         deliver = self._deliver
         base = si << 16
@@ -339,7 +346,14 @@ class BulkScanner:
                 continue
             key = base | (data[0] << 8) | data[1]
             entry = inflight.get(key)
-            if entry is None or not data[2] & 0x80:
+            alias = False
+            if entry is None:
+                entry = aliases.get(key) if aliases else None
+                if entry is None or by_question.get(entry[_Q]) is not entry:
+                    self.stats.stray += 1
+                    continue
+                alias = True  # a late answer to an earlier try: as good as any
+            if not data[2] & 0x80:
                 self.stats.stray += 1
                 continue
             question = entry[_Q]
@@ -347,8 +361,11 @@ class BulkScanner:
             if echoed != question and echoed.lower() != question:
                 self.stats.stray += 1
                 continue
-            del inflight[key]
+            del inflight[entry[_KEY] if alias else key]
             del by_question[question]
+            if entry[_OLD] is not None:
+                for old in entry[_OLD]:
+                    aliases.pop(old, None)
             got += 1
             rcode = data[3] & 0x0F
             if rcode == 3:
@@ -446,6 +463,8 @@ class BulkScanner:
             else:
                 question = entry[_Q]
                 del self._by_question[question]
+                for old in entry[_OLD] or ():
+                    self._aliases.pop(old, None)
                 self.stats.timeouts += 1
                 self.completed += 1
                 self._deliver(entry[_TOKENS], TIMEOUT)
