@@ -701,3 +701,40 @@ def test_a_late_answer_to_an_earlier_try_is_taken() -> None:
         server.close()
     assert got["slow"] is NXDOMAIN  # answered by the reply to its first ID, after it was sent again
     assert stats.timeouts == 0 and stats.retries >= 1
+
+
+class OutOfOrderServer(LossyServer):
+    """A recursive-resolver-like server: every 10th question is answered 50 ms late (not cached), the rest
+    at once. Answers come out of order; nothing is lost."""
+
+    def __init__(self) -> None:
+        super().__init__(drops=0)
+
+    def _serve(self) -> None:
+        import threading
+
+        count = 0
+        while not self.stop:
+            try:
+                data, peer = self.sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            count += 1
+            reply = data[:2] + struct.pack(">HHHHH", 0x8183, 1, 0, 0, 0) + data[12:]
+            if count % 10 == 0:
+                threading.Timer(0.05, self.sock.sendto, (reply, peer)).start()
+            else:
+                self.sock.sendto(reply, peer)
+
+
+def test_out_of_order_answers_are_all_taken() -> None:
+    server = OutOfOrderServer()
+    try:
+        queries = [(question_name(f"q{i}.ooo.test", 1), -1, i) for i in range(3000)]
+        got: dict[Any, Reply] = {}
+        scanner = BulkScanner([Resolver("127.0.0.1", server.port)], timeout=1.0, retries=2)
+        stats = run_scan(scanner, iter(queries), lambda token, reply: got.__setitem__(token, reply))
+    finally:
+        server.close()
+    assert len(got) == 3000 and all(reply is NXDOMAIN for reply in got.values())
+    assert stats.timeouts == 0

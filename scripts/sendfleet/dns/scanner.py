@@ -149,6 +149,7 @@ class BulkScanner:
         self._tokens = [1.0 if r else 0.0 for r in self.rates]
         self._token_time = time.monotonic()
         self._last_cut = 0.0
+        self._prior_window = 0.0
         self._done: asyncio.Future[None] = loop.create_future()
         self._socks: list[tuple[socket.socket, int]] = []
         self._rr = 0
@@ -353,6 +354,10 @@ class BulkScanner:
                     self.stats.stray += 1
                     continue
                 alias = True  # a late answer to an earlier try: as good as any
+                if self._prior_window > self.window:
+                    # that try was slow, not lost (a resolver answers cached names first): undo the last cut
+                    self.window = self.ssthresh = self._prior_window
+                    self._prior_window = 0.0
             if not data[2] & 0x80:
                 self.stats.stray += 1
                 continue
@@ -428,6 +433,7 @@ class BulkScanner:
 
     def _cut(self, now: float) -> None:
         self._last_cut = now
+        self._prior_window = self.window
         self.ssthresh = max(float(self.min_window), self.window * self.decrease)
         self.window = self.ssthresh
 
