@@ -120,6 +120,7 @@ class Config:
             self.log_source = str(data.get("log_source", "auto"))
             self.keep_hours = int(data.get("keep_hours", 168))
             self.reasons_top = int(data.get("reasons_top", 10))
+            self.warmup_restarts = {str(k): str(v) for k, v in (data.get("warmup_restarts") or {}).items()}
         except (KeyError, TypeError, ValueError) as err:
             raise UsageError(f"{source}: bad monitor config: {err}") from None
 
@@ -436,12 +437,14 @@ def cmd_check(cfg: Config) -> int:
 
 
 def write_fact(cfg: Config, state: Mapping[str, Any]) -> None:
-    """Ansible local fact (ansible_local.sendfleet_monitor): the drained IPs, for the postfix role."""
+    """Ansible local fact (ansible_local.sendfleet_monitor): the drained IPs and the warm-up restarts, for the
+    postfix role (sf_apply_drained, sf_warmup_plan)."""
     if cfg.fact_file is None:
         return
     ips = state.get("ips") or {}
     fact = {
         "drained": sorted(ip for ip, s in ips.items() if s.get("status") == drain.DRAINED),
+        "restarts": dict(sorted(cfg.warmup_restarts.items())),  # warm-up restarts after idle periods
         "updated": state.get("updated"),
     }
     write_atomic(cfg.fact_file, json.dumps(fact, sort_keys=True) + "\n")
