@@ -130,7 +130,7 @@ def test_check_drains_and_restores(
     drained = {lbl["ip"]: v for lbl, v in samples_of(prom, "sendfleet_ip_drained")}
     assert drained == {"198.51.100.70": 1, "198.51.100.72": 0, "198.51.100.73": 0}
     fact = json.loads((tmp_path / "sendfleet_monitor.fact").read_text())
-    assert fact["drained"] == ["198.51.100.70"] and fact["restarts"] == {}
+    assert fact["drained"] == ["198.51.100.70"] and fact["restarts"] == {} and fact["last_sent"] == {}
 
     _set_data(data, ZEN_CLEAN)
     agent.cmd_check(cfg)

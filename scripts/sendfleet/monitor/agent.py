@@ -442,8 +442,11 @@ def write_fact(cfg: Config, state: Mapping[str, Any]) -> None:
     if cfg.fact_file is None:
         return
     ips = state.get("ips") or {}
+    delivery = read_json(cfg.delivery_file, {})
+    last_sent = delivery.get("last_sent") if isinstance(delivery, dict) else None
     fact = {
         "drained": sorted(ip for ip, s in ips.items() if s.get("status") == drain.DRAINED),
+        "last_sent": dict(sorted((last_sent or {}).items())),  # ip -> Unix time of its last delivery
         "restarts": dict(sorted(cfg.warmup_restarts.items())),  # warm-up restarts after idle periods
         "updated": state.get("updated"),
     }
