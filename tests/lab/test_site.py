@@ -267,6 +267,7 @@ def test_relay_from_outside_the_app_networks_is_refused(converged: Any) -> None:
     ("bad address", lambda ip: {"sending_ips": [{"ip": "198.51.100.300", "pool": "transactional",
                                                  "ptr": "o1.mta1.lab.test"}]},
      "ip '198.51.100.300' is not an IP address"),
+    ("wrong type", lambda ip: {"sending_ips": "198.51.100.64"}, "option 'sending_ips'"),
     ("invalid selector", lambda ip: {"sender_domains": {"shop.test": {"pool": "transactional",
                                                                      "selectors": ["Bad_Selector!"]}}},
      "sender_domains[shop.test]: selectors must be"),
