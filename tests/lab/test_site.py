@@ -6,32 +6,32 @@ Every test starts from the `converged` fixture (the main job: vet --admit, pool 
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
 import re
 import smtplib
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
-from pathlib import Path
 from typing import Any
 
 import dkim
 import dns.resolver
 import dns.reversename
 import pytest
-import yaml
+
+from tests.lab.helpers import (
+    host_address,
+    inventory_model,
+    make_message,
+    recap,
+    resolver,
+    run_playbook,
+    submit,
+    wait_for,
+)
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
-APP_ADDRESS = "198.51.100.32"
 OUTSIDER_ADDRESS = "198.51.100.40"
 RECIPIENT_DOMAINS = ("gmail.test", "yahoo.test", "outlook.test")
 # Files the roles own on every sender: none of them may change when a run is refused.
@@ -40,86 +40,6 @@ ROLE_FILES = (
     "/etc/opendkim.conf", "/etc/opendkim/KeyTable", "/etc/opendkim/SigningTable",
     "/etc/opendkim/TrustedHosts", "/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/postfix/sender_domains",
 )
-RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)"
-                   r"\s+unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)", re.M)
-
-
-# --- helpers -------------------------------------------------------------------------------------
-
-
-def run_playbook(inventory: Path, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
-    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "PATH": path}
-    return subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), playbook, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=3000)
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    """The PLAY RECAP of an ansible-playbook run: host -> {ok, changed, unreachable, failed}."""
-    tail = output[output.rindex("PLAY RECAP"):] if "PLAY RECAP" in output else ""
-    keys = ("ok", "changed", "unreachable", "failed")
-    return {m["host"]: {k: int(m[k]) for k in keys} for m in RECAP.finditer(tail)}
-
-
-def load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text()) if path.exists() else None
-
-
-def inventory_model(inventory: Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
-    """(sender_domains, host -> sending_ips) from the lab inventory."""
-    pools = load_yaml(inventory / "group_vars" / "all" / "pools.yml")
-    hosts = load_yaml(inventory / "hosts.yml")["all"]["children"]["senders"]["hosts"]
-    sending = {}
-    for host in hosts:
-        host_vars = load_yaml(inventory / "host_vars" / f"{host}.yml") or {}
-        sending[host] = [{**e, "ip": str(e["ip"])} for e in host_vars.get("sending_ips", [])]
-    return pools["sender_domains"], sending
-
-
-def host_address(inventory: Path, host: str) -> str:
-    hosts = load_yaml(inventory / "hosts.yml")["all"]["children"]["senders"]["hosts"]
-    return str(hosts[host]["ansible_host"])
-
-
-def resolver(address: str) -> dns.resolver.Resolver:
-    res = dns.resolver.Resolver(configure=False)
-    res.nameservers = [address]
-    res.lifetime = 5
-    return res
-
-
-def make_message(sender: str, recipient: str, tag: str) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = recipient
-    msg["Subject"] = f"sendfleet test {tag}"
-    msg["Date"] = format_datetime(datetime.datetime.now().astimezone())
-    msg["Message-ID"] = make_msgid(domain=sender.split("@", 1)[1])
-    msg["X-Sendfleet-Tag"] = tag
-    msg.set_content(f"test message {tag}\n")
-    return msg
-
-
-def submit(server: str, messages: list[EmailMessage], source: str = APP_ADDRESS) -> None:
-    """Submit messages in one SMTP session from `source` to `server`:25."""
-    with smtplib.SMTP(server, 25, source_address=(source, 0), timeout=30) as smtp:
-        smtp.ehlo("app.lab.test")
-        for msg in messages:
-            smtp.send_message(msg)
-
-
-def wait_for(tag_prefix: str, count: int, deadline_s: float = 300) -> list[Any]:
-    """The sink's messages whose X-Sendfleet-Tag starts with tag_prefix, once `count` of them arrived."""
-    from sendfleet.lab.sink import read_messages
-
-    end = time.monotonic() + deadline_s
-    found: list[Any] = []
-    while time.monotonic() < end:
-        found = [m for m in read_messages() if (m.header("X-Sendfleet-Tag") or "").startswith(tag_prefix)]
-        if len(found) >= count:
-            return found
-        time.sleep(2)
-    return found
 
 
 def file_digests(lab: Any, host: str) -> dict[str, str]:
