@@ -16,13 +16,15 @@ from sendfleet.lab import zonedata
 from sendfleet.lab.config import HOST_DOMAIN, LabConfig, LabHost
 from sendfleet.lab.system import LabError, pid_alive, read_pid, run, start_daemon, stop_pid
 
+# CAP_NET_ADMIN: like a real machine, a host manages its own interface addresses and firewall (nftables);
+# it acts only inside the host's own network namespace.
 SUPERVISOR = """#!/bin/bash
 # written by `sendfleet lab up`: boots {name}; boots it again when it reboots (nspawn exit 133)
 while :; do
   [ -e "{dir}/stop" ] && exit 0
   systemd-nspawn --boot --register=no --keep-unit --machine={name} \\
     --network-namespace-path=/run/netns/{netns} --directory="{root}" \\
-    --resolv-conf=off --timezone=off --link-journal=no --console=read-only &
+    --capability=CAP_NET_ADMIN --resolv-conf=off --timezone=off --link-journal=no --console=read-only &
   echo $! > "{dir}/nspawn.pid"
   wait $!
   rc=$?
