@@ -42,6 +42,18 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return {m["host"]: {k: int(m[k]) for k in keys} for m in RECAP.finditer(tail)}
 
 
+def changed_tasks(output: str) -> list[str]:
+    """'TASK name: host' for every task (or handler) of an ansible-playbook run that reported a change."""
+    out: list[str] = []
+    task = ""
+    for line in output.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            task = line.split("[", 1)[1].rsplit("]", 1)[0]
+        elif line.startswith("changed: ["):
+            out.append(f"{task}: {line.split('[', 1)[1].split(']', 1)[0]}")
+    return out
+
+
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text()) if path.exists() else None
 

@@ -20,6 +20,7 @@ import dns.reversename
 import pytest
 
 from tests.lab.helpers import (
+    changed_tasks,
     host_address,
     inventory_model,
     make_message,
@@ -56,7 +57,7 @@ def test_second_run_changes_nothing(converged: Any) -> None:
     result = recap(proc.stdout)
     assert result, f"no PLAY RECAP in the output:\n{proc.stdout[-3000:]}"
     changed = {h: r for h, r in result.items() if r["changed"] or r["failed"] or r["unreachable"]}
-    assert not changed, f"second run of site.yml is not idempotent: {changed}\n{proc.stdout[-5000:]}"
+    assert not changed, f"second run of site.yml is not idempotent: {changed}; changed: {changed_tasks(proc.stdout)}"
 
 
 def test_check_diff_on_converged_fleet_changes_nothing(converged: Any) -> None:
@@ -65,7 +66,8 @@ def test_check_diff_on_converged_fleet_changes_nothing(converged: Any) -> None:
     result = recap(proc.stdout)
     assert result, f"no PLAY RECAP in the output:\n{proc.stdout[-3000:]}"
     changed = {h: r for h, r in result.items() if r["changed"] or r["failed"] or r["unreachable"]}
-    assert not changed, f"--check --diff reports changes on a converged fleet: {changed}\n{proc.stdout[-5000:]}"
+    assert not changed, (f"--check --diff reports changes on a converged fleet: {changed}; changed: "
+                         f"{changed_tasks(proc.stdout)}\n{proc.stdout[-5000:]}")
 
 
 # --- mail through the pools ----------------------------------------------------------------------
