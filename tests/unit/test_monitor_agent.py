@@ -48,6 +48,15 @@ def test_selection_plan_weights_limits_and_drains() -> None:
     assert changes2["sf_198_51_100_70_destination_rate_delay"] == "0s" and record2 == {}
 
 
+def test_member_without_a_transport_is_never_selected() -> None:
+    cfg = config()
+    services = {"sf_198_51_100_72", "sf_198_51_100_73", "smtp"}
+    changes, _ = agent.selection_plan(cfg, set(), {}, {"sender_dependent_default_transport_maps": MAPS}, services)
+    maps = changes["sender_dependent_default_transport_maps"]
+    assert maps is not None and "sf_198_51_100_70" not in maps
+    assert not any(k.startswith("sf_198_51_100_70_") for k in changes)
+
+
 def test_equal_weights_no_drain_plan_nothing() -> None:
     members = [{"ip": f"198.51.100.{n}", "pool": "t", "transport": f"sf_198_51_100_{n}", "weight": 1}
                for n in (70, 72, 73)]

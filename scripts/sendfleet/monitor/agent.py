@@ -223,17 +223,33 @@ def postconf_n(cfg: Config) -> dict[str, str]:
     return out
 
 
-def selection_plan(cfg: Config, drained: set[str], record: Mapping[str, Any], current: Mapping[str, str]) -> tuple[
-    dict[str, str | None], dict[str, dict[str, str | None]]
-]:
+def master_services(cfg: Config) -> set[str]:
+    """The service names of master.cf (the transports that exist)."""
+    proc = subprocess.run(
+        ["postconf", "-c", str(cfg.postfix_config_dir), "-M"], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise CannotCheckError(f"postconf -M failed: {proc.stderr.strip()}")
+    return {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+
+
+def selection_plan(
+    cfg: Config,
+    drained: set[str],
+    record: Mapping[str, Any],
+    current: Mapping[str, str],
+    services: set[str] | None = None,
+) -> tuple[dict[str, str | None], dict[str, dict[str, str | None]]]:
     """main.cf changes (parameter -> value, None = remove) that make the pools' selection match the plan
-    weights with drained IPs at 0, and the transport limits of the plan; plus the new override record."""
+    weights with drained IPs at 0, and the transport limits of the plan; plus the new override record.
+    `services`: the transports master.cf has (None: not checked); a member without one is never selected
+    (the postfix role left it out, e.g. it failed the FCrDNS gate since the monitor's config was written)."""
     pools: dict[str, list[tuple[str, int]]] = {}
     desired: dict[str, str] = {}
     for m in cfg.members:
-        weight = 0 if m["ip"] in drained else m["weight"]
-        pools.setdefault(m["pool"], []).append((m["transport"], weight))
-        if m["ip"] not in drained:
+        usable = m["ip"] not in drained and (services is None or m["transport"] in services)
+        pools.setdefault(m["pool"], []).append((m["transport"], m["weight"] if usable else 0))
+        if usable:
             desired.update(poolmap.transport_limit_params(m["transport"], m["limits"]))
     changes: dict[str, str | None] = {}
     maps = current.get("sender_dependent_default_transport_maps")
@@ -288,7 +304,11 @@ def sync_selection(cfg: Config, state: dict[str, Any], *, dry_run: bool = False)
         return {}
     drained = {ip for ip, s in (state.get("ips") or {}).items() if s.get("status") == drain.DRAINED}
     current = postconf_n(cfg)
-    changes, record = selection_plan(cfg, drained, state.get("overrides") or {}, current)
+    services = master_services(cfg)
+    missing = sorted(m["transport"] for m in cfg.members if m["transport"] not in services)
+    if missing:
+        log(f"postfix: no master.cf service for {', '.join(missing)}: left out of the selection", 4)
+    changes, record = selection_plan(cfg, drained, state.get("overrides") or {}, current, services)
     if changes and not dry_run:
         apply_postfix(cfg, changes)
         for name, value in sorted(changes.items()):
