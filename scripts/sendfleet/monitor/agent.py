@@ -576,13 +576,14 @@ def cmd_delivery(cfg: Config) -> int:
                         count += 1
             position = {"source": source, "inode": st.st_ino, "offset": offset}
     book.prune(cfg.keep_hours, now)
+    read_until = time.time()  # every log line written before this was read
     out = book.as_dict(reasons_limit=max(cfg.reasons_top * 5, 50))
     out["position"] = position
     out["host"] = cfg.host
-    out["updated"] = now_iso(now)
-    out["last_run_ts"] = now
+    out["updated"] = now_iso(read_until)
+    out["last_run_ts"] = read_until
     write_atomic(cfg.delivery_file, json.dumps(out, indent=1, sort_keys=True) + "\n")
-    write_atomic(cfg.textfile_dir / "sendfleet_delivery.prom", delivery_metrics(book, cfg, now))
+    write_atomic(cfg.textfile_dir / "sendfleet_delivery.prom", delivery_metrics(book, cfg, read_until))
     if count:
         log(f"delivery: {count} new delivery lines from {source}")
     return 0
