@@ -19,6 +19,7 @@ def test_no_bridge_veth_or_namespace_left() -> None:
 
 def test_no_lab_process_or_mount_left() -> None:
     left = []
+    own_pid_ns = Path("/proc/self/ns/pid").stat().st_ino
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -27,7 +28,12 @@ def test_no_lab_process_or_mount_left() -> None:
             state = (proc / "stat").read_text().split(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if state != "Z" and Path(cmd).name in LAB_COMMANDS:
+        # a process in another PID namespace is a lab host's (systemd-nspawn gives each host its own)
+        try:
+            foreign = (proc / "ns" / "pid").stat().st_ino != own_pid_ns
+        except OSError:
+            foreign = False
+        if state != "Z" and (Path(cmd).name in LAB_COMMANDS or foreign):
             left.append((proc.name, cmd))
     assert not left
     assert "sendfleet-lab" not in Path("/proc/mounts").read_text()

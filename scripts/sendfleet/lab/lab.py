@@ -17,7 +17,7 @@ from sendfleet.errors import UsageError
 from sendfleet.lab import hosts, inventory, network, services
 from sendfleet.lab.config import LabConfig
 from sendfleet.lab.image import ensure_images
-from sendfleet.lab.system import require_root_linux
+from sendfleet.lab.system import LabError, require_root_linux
 
 Log = Callable[[str], None]
 
@@ -93,6 +93,12 @@ def up(cfg: LabConfig, log: Log = _quiet) -> bool:
             booted.append(host)
     with ThreadPoolExecutor(max_workers=len(cfg.hosts)) as pool:
         list(pool.map(lambda h: hosts.wait_reachable(cfg, h, key), cfg.hosts))
+    sink = cfg.host("sink")
+    deadline = time.monotonic() + 90
+    while services._tcp_probe(sink.ipv4, 25) is not None:  # the sink's Postfix starts after sshd
+        if time.monotonic() > deadline:
+            raise LabError(f"the sink ({sink.ipv4}) does not accept SMTP on port 25 after 90 s")
+        time.sleep(0.3)
     if booted:
         log(f"booted {', '.join(h.name for h in booted)}")
         changed = True
@@ -114,6 +120,8 @@ def down(state_dir: Path, log: Log = _quiet, purge_inventory: bool = False) -> b
     with ThreadPoolExecutor(max_workers=len(cfg.hosts)) as pool:
         list(pool.map(lambda h: hosts.stop_host(cfg, h), cfg.hosts))
     for host in cfg.hosts:
+        if network.kill_netns_processes(host):  # a container whose nspawn was killed (stale lab)
+            time.sleep(0.5)
         hosts.remove_host_files(cfg, host)
         network.remove_host_network(host)
     for svc in reversed(services.SERVICES):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
 from pathlib import Path
 
 from sendfleet.errors import UsageError
@@ -82,6 +84,27 @@ def ensure_host_network(cfg: LabConfig, host: LabHost) -> bool:
     run(["ip", "-n", ns, "route", "add", "default", "via", cfg.bridge_ip])
     run(["ip", "-n", ns, "-6", "route", "add", "default", "via", cfg.v6(1)], check=False)
     return True
+
+
+def kill_netns_processes(host: LabHost) -> int:
+    """SIGKILL every process that lives in the host's network namespace (its container's processes, which
+    outlive a killed systemd-nspawn). Returns how many were signalled."""
+    path = Path(f"/run/netns/{host.netns}")
+    try:
+        inode = path.stat().st_ino
+    except OSError:
+        return 0
+    killed = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "ns" / "net").stat().st_ino == inode:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, ProcessLookupError):
+            continue
+    return killed
 
 
 def remove_host_network(host: LabHost) -> None:
