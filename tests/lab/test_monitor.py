@@ -17,7 +17,6 @@ import math
 import os
 import re
 import shlex
-import smtplib
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from sendfleet.core import maillog, warmup
 from sendfleet.core.metrics import parse, samples_of
 from sendfleet.core.poolmap import randmap_members
 from tests.lab.conftest import LabHandle, sendfleet
+from tests.lab.helpers import submit, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -88,27 +88,6 @@ def make_message(sender: str, recipient: str, tag: str) -> EmailMessage:
     msg["X-Sendfleet-Tag"] = tag
     msg.set_content(f"test message {tag}\n")
     return msg
-
-
-def submit(server: str, messages: list[EmailMessage]) -> None:
-    with smtplib.SMTP(server, 25, source_address=(APP_ADDRESS, 0), timeout=30) as smtp:
-        smtp.ehlo("app.lab.test")
-        for msg in messages:
-            smtp.send_message(msg)
-
-
-def wait_for(tag_prefix: str, count: int, deadline_s: float = 300) -> list[Any]:
-    """The sink's messages whose X-Sendfleet-Tag starts with tag_prefix, once `count` of them arrived."""
-    from sendfleet.lab.sink import read_messages
-
-    end = time.monotonic() + deadline_s
-    found: list[Any] = []
-    while time.monotonic() < end:
-        found = [m for m in read_messages() if (m.header("X-Sendfleet-Tag") or "").startswith(tag_prefix)]
-        if len(found) >= count:
-            return found
-        time.sleep(2)
-    return found
 
 
 def run_playbook(inventory: Path, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
