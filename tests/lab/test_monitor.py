@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from sendfleet.core import maillog, warmup
 from sendfleet.core.metrics import parse, samples_of
 from sendfleet.core.poolmap import randmap_members
 from tests.lab.conftest import LabHandle, sendfleet
-from tests.lab.helpers import submit, wait_for
+from tests.lab.helpers import host_address, inventory_model, submit, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -57,25 +56,6 @@ REPO = Path(__file__).resolve().parents[2]
 APP_ADDRESS = "198.51.100.32"  # an app address (allowed to submit), on the machine's bridge
 RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                    r"\s+failed=(?P<failed>\d+)", re.M)
-
-
-def load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text()) if path.exists() else None
-
-
-def inventory_model(inventory: Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
-    """(sender_domains, host -> sending_ips) from the lab inventory."""
-    pools = load_yaml(inventory / "group_vars" / "all" / "pools.yml")
-    hosts = load_yaml(inventory / "hosts.yml")["all"]["children"]["senders"]["hosts"]
-    sending = {}
-    for host in hosts:
-        host_vars = load_yaml(inventory / "host_vars" / f"{host}.yml") or {}
-        sending[host] = [{**e, "ip": str(e["ip"])} for e in host_vars.get("sending_ips", [])]
-    return pools["sender_domains"], sending
-
-
-def host_address(inventory: Path, host: str) -> str:
-    return str(load_yaml(inventory / "hosts.yml")["all"]["children"]["senders"]["hosts"][host]["ansible_host"])
 
 
 def make_message(sender: str, recipient: str, tag: str) -> EmailMessage:
