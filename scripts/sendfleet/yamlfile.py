@@ -6,16 +6,14 @@ then rename, so a reader sees the old file or the new one and never half of one.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from sendfleet import atomicfile
 from sendfleet.errors import UsageError
 
 
@@ -59,19 +57,7 @@ def dumps(data: Any) -> str:
 
 def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
     """Write text to path atomically (temp file in the same folder + fsync + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomicfile.write_atomic(path, text, mode=mode)
 
 
 def dump_atomic(path: Path, data: Any, *, mode: int = 0o644) -> None:

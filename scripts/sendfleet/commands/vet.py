@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from sendfleet import yamlfile
+from sendfleet import atomicfile, yamlfile
 from sendfleet.commands.vet_heatmap import render_png, render_svg
 from sendfleet.commands.vet_render import ReportContext, Summary, render_csv, render_json, render_table
 from sendfleet.core.admission import admit, check_pool_name, existing_vetted
@@ -192,22 +190,6 @@ def _check_admission(args: argparse.Namespace) -> tuple[Path, Any] | None:
 # --- output --------------------------------------------------------------------------------------------
 
 
-def _write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Binary twin of yamlfile.write_atomic (temp file in the same folder, fsync, rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _emit(chunks: Iterable[str], output: Path | None) -> None:
     if output is None:
         for chunk in chunks:
@@ -336,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
         if heatmap.suffix.lower() == ".svg":
             yamlfile.write_atomic(heatmap, render_svg(book))
         else:
-            _write_bytes_atomic(heatmap, render_png(book))
+            atomicfile.write_atomic(heatmap, render_png(book))
 
     if admission_target is not None:
         _admit(admission_target, args.pool, book, ctx, vetted_on)

@@ -5,11 +5,10 @@ with a given SMTP reply (e.g. `421 4.7.0 rate limited`)."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 
+from sendfleet.atomicfile import write_atomic
 from sendfleet.errors import UsageError
 from sendfleet.lab.config import DEFAULT_STATE_DIR, LabConfig
 from sendfleet.lab.hosts import ssh_command
@@ -29,14 +28,6 @@ def _lab(state_dir: Path) -> LabConfig:
     if cfg is None:
         raise LabError("the lab is not up: run 'sendfleet lab up'")
     return cfg
-
-
-def _replace_text(path: Path, text: str, mode: int = 0o644) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _dataset(cfg: LabConfig, zone: str, entry: str) -> tuple[Path, str]:
@@ -60,7 +51,7 @@ def list_entry(zone: str, entry: str, code: str = "127.0.0.2", reason: str = "li
     path, key = _dataset(_lab(state_dir), zone, entry)
     lines = [ln for ln in path.read_text().splitlines() if ln.split(" ", 1)[0] != key]
     lines.append(f"{key} :{code}:{reason}")
-    _replace_text(path, "\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
 
 
 def unlist_entry(zone: str, entry: str, state_dir: Path = DEFAULT_STATE_DIR) -> bool:
@@ -68,7 +59,7 @@ def unlist_entry(zone: str, entry: str, state_dir: Path = DEFAULT_STATE_DIR) -> 
     lines = path.read_text().splitlines()
     kept = [ln for ln in lines if ln.split(" ", 1)[0] != key]
     if kept != lines:
-        _replace_text(path, "\n".join(kept) + "\n")
+        write_atomic(path, "\n".join(kept) + "\n")
     return kept != lines
 
 
@@ -82,7 +73,7 @@ def sink_recipient_action(domain: str, action: str | None, state_dir: Path = DEF
     lines = [ln for ln in path.read_text().splitlines() if ln.split(" ", 1)[0] != domain]
     if action is not None:
         lines.append(f"{domain} {action}")
-    _replace_text(path, "\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
     key = lab_key(cfg)
     proc = subprocess.run(ssh_command(cfg, sink, key, "postfix reload"), capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:

@@ -17,13 +17,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sendfleet.atomicfile import write_atomic
 from sendfleet.core import drain, maillog, poolmap
 from sendfleet.core.metrics import Family, render
 from sendfleet.core.resolvers import Resolver, parse_resolver
@@ -47,22 +47,6 @@ def log(message: str, level: int = 6) -> None:
     """One line on stdout: systemd puts it in the journal at syslog level `level` (SyslogLevelPrefix)."""
     sys.stdout.write(f"<{level}>{TAG}: {message}\n")
     sys.stdout.flush()
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def read_json(path: Path, default: Any) -> Any:
