@@ -36,6 +36,19 @@ def rdata_value(rdata: dns.rdata.Rdata) -> str:
     return str(rdata.to_text())
 
 
+def make_resolver(settings: ResolverSettings, *, timeout: float, lifetime: float) -> dns.resolver.Resolver:
+    """A dnspython resolver asking the inventory's `dns_resolver` (default: the system's)."""
+    if settings.nameservers:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = list(settings.nameservers)
+    else:
+        resolver = dns.resolver.Resolver()
+    resolver.port = settings.port
+    resolver.timeout = timeout
+    resolver.lifetime = lifetime
+    return resolver
+
+
 class ResolverLookup:
     """`Lookup` through the inventory's resolver (dns_resolver), cached for one run.
 
@@ -44,14 +57,7 @@ class ResolverLookup:
     """
 
     def __init__(self, settings: ResolverSettings, *, timeout: float = 2.0, lifetime: float = 6.0) -> None:
-        if settings.nameservers:
-            self.resolver = dns.resolver.Resolver(configure=False)
-            self.resolver.nameservers = list(settings.nameservers)
-        else:
-            self.resolver = dns.resolver.Resolver()
-        self.resolver.port = settings.port
-        self.resolver.timeout = timeout
-        self.resolver.lifetime = lifetime
+        self.resolver = make_resolver(settings, timeout=timeout, lifetime=lifetime)
         self.asked = 0
         self.answered = 0
         self._cache: dict[tuple[str, str], LookupResult] = {}

@@ -25,6 +25,7 @@ import spf
 
 from sendfleet.core.inventory import ResolverSettings, normalize_name
 from sendfleet.core.readiness import DkimSignature, Evidence, dmarc_names, domain_of
+from sendfleet.dns.resolve import make_resolver
 
 _SPF_LOCK = threading.Lock()
 
@@ -49,14 +50,7 @@ class DnsView:
     """Lookups through the inventory's resolver (`dns_resolver`, default: the system's), cached per run."""
 
     def __init__(self, settings: ResolverSettings, *, timeout: float = 3.0, lifetime: float = 10.0) -> None:
-        if settings.nameservers:
-            self.resolver = dns.resolver.Resolver(configure=False)
-            self.resolver.nameservers = list(settings.nameservers)
-        else:
-            self.resolver = dns.resolver.Resolver()
-        self.resolver.port = settings.port
-        self.resolver.timeout = timeout
-        self.resolver.lifetime = lifetime
+        self.resolver = make_resolver(settings, timeout=timeout, lifetime=lifetime)
         self._cache: dict[tuple[str, str], list[Any] | None] = {}
 
     @property
