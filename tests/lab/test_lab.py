@@ -108,7 +108,9 @@ def test_lab_range_overlapping_the_machine_is_refused(lab: LabHandle) -> None:
 def test_ssh_runs_a_command_on_a_host(lab: LabHandle) -> None:
     proc = sendfleet("lab", "ssh", "mta1", "hostname", "-f")
     assert proc.stdout.strip() == "mta1.lab.test"
-    assert "running" in lab.ssh("mta1", "systemctl is-system-running --wait || true").stdout
+    state = lab.ssh("mta1", "systemctl is-system-running --wait || true").stdout.strip()
+    failed = lab.ssh("mta1", "systemctl --failed --no-legend --plain || true").stdout.strip()
+    assert state == "running", f"mta1 is {state!r}; failed units: {failed or '(none)'}"
 
 
 def test_blocklist_and_sink_answers_can_be_changed_and_restored(lab: LabHandle) -> None:
