@@ -38,3 +38,9 @@ def test_no_lab_process_or_mount_left() -> None:
     assert not left
     assert "sendfleet-lab" not in Path("/proc/mounts").read_text()
     assert not Path("/var/lib/sendfleet-lab").exists()
+
+
+def test_no_lab_cgroup_left() -> None:
+    from sendfleet.lab.cgroups import leftover_cgroups
+
+    assert not leftover_cgroups()

@@ -12,7 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
-from sendfleet.lab import zonedata
+from sendfleet.lab import cgroups, zonedata
 from sendfleet.lab.config import HOST_DOMAIN, LabConfig, LabHost
 from sendfleet.lab.system import LabError, pid_alive, read_pid, run, start_daemon, stop_pid
 
@@ -20,9 +20,10 @@ from sendfleet.lab.system import LabError, pid_alive, read_pid, run, start_daemo
 # it acts only inside the host's own network namespace.
 SUPERVISOR = """#!/bin/bash
 # written by `sendfleet lab up`: boots {name}; boots it again when it reboots (nspawn exit 133)
+{cgroup_prologue}
 while :; do
   [ -e "{dir}/stop" ] && exit 0
-  systemd-nspawn --boot --register=no --keep-unit --machine={name} \\
+  {nspawn_prefix}systemd-nspawn --boot --register=no --keep-unit --machine={name} \\
     --network-namespace-path=/run/netns/{netns} --directory="{root}" \\
     --capability=CAP_NET_ADMIN --resolv-conf=off --timezone=off --link-journal=no --console=read-only &
   echo $! > "{dir}/nspawn.pid"
@@ -96,8 +97,13 @@ def boot_host(cfg: LabConfig, host: LabHost) -> bool:
     hdir = cfg.host_dir(host)
     (hdir / "stop").unlink(missing_ok=True)
     script = hdir / "supervisor.sh"
-    _write(script, SUPERVISOR.format(name=host.name, dir=hdir, netns=host.netns, root=cfg.host_root(host)),
-           0o755)
+    # each host in a cgroup of its own (see lab/cgroups.py); recorded so that `lab down` removes them
+    prologue = cgroups.supervisor_prologue(host.name)
+    if prologue:
+        _write(hdir / "cgroups", "".join(f"{d}\n" for d in cgroups.host_cgroup_dirs(host.name)))
+    _write(script, SUPERVISOR.format(name=host.name, dir=hdir, netns=host.netns, root=cfg.host_root(host),
+                                     cgroup_prologue=prologue,
+                                     nspawn_prefix=cgroups.nspawn_prefix(host.name)), 0o755)
     start_daemon(["/bin/bash", str(script)], hdir / "supervisor.pid", hdir / "console.log")
     return True
 
@@ -145,6 +151,14 @@ def stop_host(cfg: LabConfig, host: LabHost, timeout: float = 60) -> None:
 
 
 def remove_host_files(cfg: LabConfig, host: LabHost) -> None:
+    """Unmount the host's tree, remove its cgroups (its processes have ended) and its files."""
+    recorded = cfg.host_dir(host) / "cgroups"
+    if recorded.exists():
+        dirs = [Path(line) for line in recorded.read_text().splitlines() if line]
+        for _ in range(25):  # the host's last processes may still be exiting
+            if not cgroups.remove_cgroup_dirs(dirs):
+                break
+            time.sleep(0.2)
     root = cfg.host_root(host)
     for _ in range(20):
         if not is_mounted(root):
