@@ -279,19 +279,34 @@ def drop_leftovers(lab: Lab) -> None:
         lab.ssh(lab.host, "printf '%s\\n' " + " ".join(ids) + " | postsuper -d - >/dev/null")
 
 
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine (every lab host, smtp-source and smtp-sink run on it)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def measure(lab: Lab, args: argparse.Namespace, milters: str, label: str) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {"unsigned": [], "signed": []}
+    """Messages/s per run and mode; also prints how busy the machine's CPUs were and the CPU time each
+    message cost the whole path (core-ms): a run at ~100 % busy is CPU-bound, and the signed-minus-unsigned
+    core-ms is what signing costs."""
+    results: dict[str, list[float]] = {"unsigned": [], "signed": [], "unsigned core-ms": [], "signed core-ms": []}
     for run in range(args.runs):
         for mode in ("unsigned", "signed"):
             set_milter(lab, mode == "signed", milters)
             drop_leftovers(lab)
             pilot_signed(lab, mode == "signed")
+            busy0, total0 = cpu_times()
             elapsed, received, left = one_run(lab, args.messages, args.sessions, args.size,
                                               f"bench-{mode}@shop.test", args.timeout)
+            busy1, total1 = cpu_times()
+            busy = (busy1 - busy0) / max(1, total1 - total0)
+            core_ms = (busy1 - busy0) * 1000 / os.sysconf("SC_CLK_TCK") / args.messages
             rate = args.messages / elapsed
             lost = args.messages - received  # negative: duplicates
             print(f"{label} run {run + 1} {mode}: {elapsed:.1f} s, {rate:.0f} msg/s, received {received}, "
-                  f"queue after {left}", flush=True)
+                  f"queue after {left}, CPUs {busy:.0%} busy, {core_ms:.2f} core-ms/message", flush=True)
+            results[f"{mode} core-ms"].append(core_ms)
             if lost or left:
                 raise SystemExit(f"{label} {mode}: {lost} lost, {left} left in the queue: not a valid run")
             results[mode].append(rate)
@@ -346,9 +361,9 @@ def profile(lab: Lab, args: argparse.Namespace) -> str:
 def table(label: str, results: dict[str, list[float]]) -> tuple[str, float]:
     med = {m: statistics.median(v) for m, v in results.items()}
     ratio = med["signed"] / med["unsigned"]
-    rows = [f"| {label} | {m} | {' / '.join(f'{r:.0f}' for r in results[m])} | **{med[m]:.0f}** |"
-            for m in ("unsigned", "signed")]
-    return "\n".join(rows) + f"\n| {label} | signed / unsigned | | **{ratio:.2f}** |", ratio
+    rows = [f"| {label} | {m} | {' / '.join(f'{r:.0f}' for r in results[m])} | **{med[m]:.0f}** | "
+            f"{med[m + ' core-ms']:.2f} |" for m in ("unsigned", "signed")]
+    return "\n".join(rows) + f"\n| {label} | signed / unsigned | | **{ratio:.2f}** | |", ratio
 
 
 def main() -> int:
@@ -396,8 +411,9 @@ def main() -> int:
             f"2-core machine: {args.messages} messages of {args.size} bytes per run, {args.sessions} smtp-source "
             f"sessions from {app} -> {args.host} (Postfix + OpenDKIM on a UNIX socket, 3-IP transactional pool) -> "
             f"smtp-sink on {RX_ADDRESS}; 0 lost in every run (smtp-sink count = messages, queue empty after). "
-            f"Modes alternate; medians of {args.runs} runs.\n\n| configuration | mode | runs (msg/s) | median |\n"
-            f"|---|---|---|---|\n" + "\n".join(sections) + "\n")
+            f"Modes alternate; medians of {args.runs} runs. core-ms: CPU time of the whole machine per message "
+            f"(median).\n\n| configuration | mode | runs (msg/s) | median | core-ms |\n"
+            f"|---|---|---|---|---|\n" + "\n".join(sections) + "\n")
     if args.tune:
         body += ("\nTuning applied on top for the 'tuned' rows (temporarily; restored afterwards): Postfix "
                  + ", ".join(f"`{k} = {v}`" for k, v in POSTFIX_TUNING.items()) + "; OpenDKIM "
