@@ -51,18 +51,23 @@ def hierarchy_dirs(proc_cgroup: str, proc_mounts: str) -> list[Path]:
     return dirs
 
 
+def own_hierarchy_dirs() -> list[Path]:
+    """`hierarchy_dirs` of this process."""
+    return hierarchy_dirs(Path("/proc/self/cgroup").read_text(), Path("/proc/self/mounts").read_text())
+
+
 def host_cgroup_dirs(name: str) -> list[Path]:
-    """Where the supervisor of host `name` puts itself (one directory per hierarchy)."""
-    bases = hierarchy_dirs(Path("/proc/self/cgroup").read_text(), Path("/proc/self/mounts").read_text())
-    return [base / f"{PREFIX}{name}" for base in bases]
-
-
-def supervisor_prologue(name: str) -> str:
-    """Shell lines for the supervisor script: enter the host's own cgroups (nothing under systemd)."""
+    """Where the supervisor of host `name` puts itself, one directory per hierarchy; none when systemd is
+    the machine's init (the supervisor then runs nspawn in a delegated scope: `nspawn_prefix`)."""
     if SYSTEMD_RUNTIME.is_dir():
-        return ""
+        return []
+    return [base / f"{PREFIX}{name}" for base in own_hierarchy_dirs()]
+
+
+def supervisor_prologue(dirs: list[Path]) -> str:
+    """Shell lines for the supervisor script: enter the host's own cgroups `dirs`."""
     lines = []
-    for d in host_cgroup_dirs(name):
+    for d in dirs:
         q = shlex.quote(str(d))
         lines.append(f'mkdir -p {q} && echo $$ > {q}/cgroup.procs || '
                      f'{{ echo "sendfleet lab: cannot enter cgroup {d}" >&2; exit 1; }}')
@@ -100,7 +105,7 @@ def remove_cgroup_dirs(tops: list[Path]) -> list[Path]:
 def leftover_cgroups() -> list[Path]:
     """Lab cgroups still on the machine (for the after-down check)."""
     found: list[Path] = []
-    for base in hierarchy_dirs(Path("/proc/self/cgroup").read_text(), Path("/proc/self/mounts").read_text()):
+    for base in own_hierarchy_dirs():
         if base.is_dir():
             found += sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
     return found

@@ -98,11 +98,11 @@ def boot_host(cfg: LabConfig, host: LabHost) -> bool:
     (hdir / "stop").unlink(missing_ok=True)
     script = hdir / "supervisor.sh"
     # each host in a cgroup of its own (see lab/cgroups.py); recorded so that `lab down` removes them
-    prologue = cgroups.supervisor_prologue(host.name)
-    if prologue:
-        _write(hdir / "cgroups", "".join(f"{d}\n" for d in cgroups.host_cgroup_dirs(host.name)))
+    own_cgroups = cgroups.host_cgroup_dirs(host.name)
+    if own_cgroups:
+        _write(hdir / "cgroups", "".join(f"{d}\n" for d in own_cgroups))
     _write(script, SUPERVISOR.format(name=host.name, dir=hdir, netns=host.netns, root=cfg.host_root(host),
-                                     cgroup_prologue=prologue,
+                                     cgroup_prologue=cgroups.supervisor_prologue(own_cgroups),
                                      nspawn_prefix=cgroups.nspawn_prefix(host.name)), 0o755)
     start_daemon(["/bin/bash", str(script)], hdir / "supervisor.pid", hdir / "console.log")
     return True
