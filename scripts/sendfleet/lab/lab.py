@@ -95,7 +95,7 @@ def up(cfg: LabConfig, log: Log = _quiet) -> bool:
         list(pool.map(lambda h: hosts.wait_reachable(cfg, h, key), cfg.hosts))
     sink = cfg.host("sink")
     deadline = time.monotonic() + 90
-    while services._tcp_probe(sink.ipv4, 25) is not None:  # the sink's Postfix starts after sshd
+    while services.tcp_probe(sink.ipv4, 25) is not None:  # the sink's Postfix starts after sshd
         if time.monotonic() > deadline:
             raise LabError(f"the sink ({sink.ipv4}) does not accept SMTP on port 25 after 90 s")
         time.sleep(0.3)
@@ -165,7 +165,7 @@ def status(state_dir: Path) -> list[PartStatus] | None:
         ok = hosts.ssh_port_open(host, timeout=1.0)
         extra = ""
         if host.role == "sink" and ok:
-            problem = services._tcp_probe(host.ipv4, 25)
+            problem = services.tcp_probe(host.ipv4, 25)
             ok, extra = problem is None, f", smtp {'ok' if problem is None else 'down'}"
         parts.append(PartStatus(host.name, host.role, ok,
                                 f"{host.ipv4} ssh {'ok' if ok else 'down'}{extra}"))

@@ -40,7 +40,7 @@ def _dns_probe(addr: str, qname: str, rdtype: str) -> str | None:
     return None
 
 
-def _tcp_probe(addr: str, port: int) -> str | None:
+def tcp_probe(addr: str, port: int) -> str | None:
     try:
         with socket.create_connection((addr, port), timeout=1.0):
             return None
@@ -100,7 +100,7 @@ SERVICES: tuple[Service, ...] = (
     Service("unbound", "resolver for lab hosts", _prep_unbound,
             lambda cfg: _dns_probe(cfg.resolver, "ns.lab.test", "A")),
     Service("apt-cacher-ng", "package proxy for lab hosts", _prep_acng,
-            lambda cfg: _tcp_probe(cfg.apt_cache, 3142)),
+            lambda cfg: tcp_probe(cfg.apt_cache, 3142)),
 )
 
 
