@@ -3,8 +3,8 @@
 Ansible's `linear` strategy, carried by Mitogen when the `mitogen` package is installed (pinned in
 pyproject.toml): the same semantics (serial batches, max_fail_percentage, unreachable hosts, check mode),
 but one persistent Python interpreter per host instead of a new one for every task. On the lab that halves
-an idempotent `site.yml` (69.6 s -> 34.6 s for 3 senders; bench/RESULTS.md), which is what a converge of an
-already converged fleet mostly is: Ansible's per-task overhead, not work.
+an idempotent `site.yml` (3 senders: 69.6 s -> 34.6 s; bench/RESULTS.md, converge section), which is what a
+converge of an already converged fleet mostly is: Ansible's per-task overhead, not work.
 
 Without Mitogen (e.g. Ansible from the distribution), this is plain `linear`, with a warning. Set
 ANSIBLE_STRATEGY=linear to run without it on purpose (e.g. to rule it out when debugging).
