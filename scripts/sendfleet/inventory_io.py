@@ -214,7 +214,7 @@ def read_dkim_keys(inv: Inventory) -> dict[tuple[str, str], bytes | None]:
     """The controller's DKIM private keys, (domain, selector) -> PEM bytes (None when the file is missing)."""
     keys: dict[tuple[str, str], bytes | None] = {}
     for domain in inv.sender_domains.values():
-        for selector in domain.selectors:
+        for selector in domain.all_selectors:
             path = inv.dkim_key_path(domain.name, selector)
             try:
                 keys[(domain.name, selector)] = path.read_bytes()

@@ -93,6 +93,10 @@ def test_defaults_and_the_example_inventory() -> None:
     assert inv.rdns_gate == "enforce" and inv.dns_update is None and inv.dns_zones == ()
     assert inv.resolver.nameservers == () and inv.dns_ttl == 3600
     assert {s.weight for s in inv.sending_ips()} == {1, 2}
+    example = inv.sender_domains["example.com"]
+    assert example.all_selectors == ("s2026a", "e2026a") and example.ed25519_signer == "e2026a"
+    assert (example.key_type("s2026a"), example.key_type("e2026a")) == ("rsa", "ed25519")
+    assert inv.sender_domains["news.example.com"].ed25519_signer is None
 
 
 @pytest.mark.parametrize(
@@ -156,6 +160,22 @@ def test_defaults_and_the_example_inventory() -> None:
             "group_vars/all/pools.yml",
             "pools: {a: {}}\nsender_domains: {x.test: {selectors: [s1]}}",
             "sender_domains.x.test.pool: missing",
+        ),
+        (
+            "group_vars/all/pools.yml",
+            "pools: [a]\nsender_domains: {x.test: {pool: a, selectors: [s1], ed25519_selectors: [s1]}}",
+            "sender_domains.x.test.ed25519_selectors[0]: selector 's1' is listed twice",
+        ),
+        (
+            "group_vars/all/pools.yml",
+            "pools: [a]\nsender_domains: {x.test: {pool: a, selectors: [s1], ed25519_selectors: [e1],"
+            " ed25519_signing_selector: s1}}",
+            "ed25519_signing_selector: 's1' is not one of its ed25519_selectors",
+        ),
+        (
+            "group_vars/all/pools.yml",
+            "pools: [a]\nsender_domains: {x.test: {pool: a, selectors: [s1], ed25519_selectors: [-bad]}}",
+            "ed25519_selectors[0]: '-bad' is not a valid DKIM selector",
         ),
         (
             "group_vars/all/pools.yml",

@@ -105,11 +105,38 @@ def test_missing_or_bad_key_is_an_error_item_not_a_record(rsa_key: rsa.RSAPrivat
 def test_small_rsa_and_ed25519_keys() -> None:
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     ed = ed25519.Ed25519PrivateKey.generate()
-    plan = plan_records(inventory(), {("shop.test", "s2026a"): pem(small), ("news.test", "s1"): pem(ed)})
-    assert [p.status for p in plan.problems if p.check == "dkim"] == ["warning"]
+    inv = inventory({"sender_domains": {
+        "shop.test": {"pool": "transactional", "selectors": ["s2026a"]},
+        "news.test": {"pool": "marketing", "selectors": [], "ed25519_selectors": ["s1"]},
+    }})
+    plan = plan_records(inv, {("shop.test", "s2026a"): pem(small), ("news.test", "s1"): pem(ed)})
+    warnings = sorted((p.subject, p.message) for p in plan.problems if p.check == "dkim")
+    assert [p.status for p in plan.problems if p.check == "dkim"] == ["warning", "warning"]
+    assert "only Ed25519 signatures" in warnings[0][1] and "1024 bits" in warnings[1][1]
     raw = ed.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     rec = by(plan.records, "s1._domainkey.news.test", "TXT")
     assert rec.values == (f"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode()}",)  # type: ignore[attr-defined]
+
+
+def test_dual_signing_publishes_both_keys_and_refuses_a_key_of_the_wrong_type(rsa_key: rsa.RSAPrivateKey) -> None:
+    """RSA selectors must hold RSA keys and Ed25519 selectors Ed25519 keys: OpenDKIM's RSA instance cannot sign
+    with an Ed25519 key (mail would wait in the queue), so a mismatch is an error with no record planned."""
+    ed = ed25519.Ed25519PrivateKey.generate()
+    inv = inventory({"sender_domains": {
+        "shop.test": {"pool": "transactional", "selectors": ["s2026a"], "ed25519_selectors": ["e2026a"]},
+        "news.test": {"pool": "marketing", "selectors": ["s1"], "ed25519_selectors": ["e1"]},
+    }})
+    plan = plan_records(inv, {
+        ("shop.test", "s2026a"): pem(rsa_key), ("shop.test", "e2026a"): pem(ed),
+        ("news.test", "s1"): pem(ed), ("news.test", "e1"): pem(rsa_key),
+    })
+    assert by(plan.records, "s2026a._domainkey.shop.test", "TXT").values[0].startswith("v=DKIM1; k=rsa;")  # type: ignore[attr-defined]
+    assert by(plan.records, "e2026a._domainkey.shop.test", "TXT").values[0].startswith("v=DKIM1; k=ed25519;")  # type: ignore[attr-defined]
+    errors = sorted(p.message for p in plan.problems if p.status == "error")
+    assert len(errors) == 2
+    assert any("a ED25519 key, but s1 is listed in selectors (which holds RSA keys)" in e for e in errors)
+    assert any("a RSA key, but e1 is listed in ed25519_selectors (which holds ED25519 keys)" in e for e in errors)
+    assert by(plan.records, "s1._domainkey.news.test", "TXT").values == ()  # type: ignore[attr-defined]
 
 
 def test_spf_lookup_limit_is_an_error(rsa_key: rsa.RSAPrivateKey) -> None:

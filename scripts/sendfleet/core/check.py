@@ -61,7 +61,7 @@ def check(inv: Inventory, plan: Plan, lookup: Lookup) -> list[Finding]:
         else:
             findings += spf.lint(domain.name, txt.values, lookup)
         planned_keys = {r.subject: r for r in plan.records if r.purpose == "dkim"}
-        for sel in domain.selectors:
+        for sel in domain.all_selectors:
             subject = f"{domain.name}/{sel}"
             name = f"{sel}._domainkey.{domain.name}"
             answer = lookup(name, "TXT")

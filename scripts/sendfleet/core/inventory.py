@@ -9,7 +9,8 @@ Variables read (Ansible semantics: a later source replaces a whole top-level key
 
 Global (from `all` vars in hosts.yml and group_vars/all.yml or group_vars/all/*.yml):
   pools:            {NAME: {spf_domain: optional name publishing the pool's ip4/ip6 for `include:`}}
-  sender_domains:   {DOMAIN: {pool, selectors: [..], signing_selector (optional),
+  sender_domains:   {DOMAIN: {pool, selectors: [..] (RSA), signing_selector (optional),
+                              ed25519_selectors: [..], ed25519_signing_selector (optional: dual signing),
                               dmarc: {p, sp, rua, ruf, adkim, aspf, pct, fo} | false,
                               mta_sts: {mode, mx: [..], max_age}, tls_rpt: {rua: [..]},
                               spf_include: [..], spf_all: "~all"|"-all"}}
@@ -161,10 +162,26 @@ class SenderDomain:
     spf_include: tuple[str, ...] = ()  # third parties also sending for the domain
     spf_all: str = DEFAULT_SPF_ALL
     signing_selector: str | None = None  # the selector that signs (None: the first one)
+    # Ed25519 keys (RFC 8463), signing beside the RSA signature ("dual signing"); empty: RSA only
+    ed25519_selectors: tuple[str, ...] = ()
+    ed25519_signing_selector: str | None = None  # None: the first Ed25519 selector
 
     @property
     def signer(self) -> str | None:
         return self.signing_selector or (self.selectors[0] if self.selectors else None)
+
+    @property
+    def ed25519_signer(self) -> str | None:
+        return self.ed25519_signing_selector or (self.ed25519_selectors[0] if self.ed25519_selectors else None)
+
+    @property
+    def all_selectors(self) -> tuple[str, ...]:
+        """Every selector with a key (RSA first, then Ed25519): what DNS publishes and the hosts hold."""
+        return self.selectors + self.ed25519_selectors
+
+    def key_type(self, selector: str) -> str:
+        """The key type a selector must hold: "ed25519" for the Ed25519 list, else "rsa"."""
+        return "ed25519" if selector in self.ed25519_selectors else "rsa"
 
 
 @dataclass(frozen=True)
@@ -476,6 +493,33 @@ def _mta_sts(raw: Any, where: str) -> MtaSts | None:
     return MtaSts(mode=mode, mx=mx, max_age=_int(spec.get("max_age", 604800), f"{where}.max_age", 86400, 31557600))
 
 
+
+def _selectors(spec: Mapping[str, Any], key: str, field_name: str, taken: list[str]) -> list[str]:
+    """A list of DKIM selectors (DNS labels), none twice and none already in `taken` (the other list)."""
+    selectors: list[str] = []
+    for i, sel in enumerate(_list(spec.get(field_name), f"{key}.{field_name}", scalar_ok=True)):
+        selector = _str(sel, f"{key}.{field_name}[{i}]").strip().lower()
+        if not is_domain_name(selector) or selector.endswith("_domainkey"):
+            raise UsageError(f"{key}.{field_name}[{i}]: {selector!r} is not a valid DKIM selector")
+        if selector in selectors or selector in taken:
+            raise UsageError(f"{key}.{field_name}[{i}]: selector {selector!r} is listed twice "
+                             "(a selector names one key: RSA in selectors, Ed25519 in ed25519_selectors)")
+        selectors.append(selector)
+    return selectors
+
+
+def _signing(spec: Mapping[str, Any], key: str, field_name: str, selectors: list[str]) -> str | None:
+    """The selector that signs, when set: one of `selectors`."""
+    signing = spec.get(field_name)
+    if signing is None:
+        return None
+    signing = _str(signing, f"{key}.{field_name}").strip().lower()
+    if signing not in selectors:
+        list_name = field_name.replace("signing_selector", "selectors")
+        raise UsageError(f"{key}.{field_name}: {signing!r} is not one of its {list_name}")
+    return str(signing)
+
+
 def _sender_domains(v: _Vars, pools: Mapping[str, Pool]) -> dict[str, SenderDomain]:
     raw = v.get("sender_domains")
     where = f"{v.where('sender_domains')}: sender_domains"
@@ -489,19 +533,10 @@ def _sender_domains(v: _Vars, pools: Mapping[str, Pool]) -> dict[str, SenderDoma
             raise UsageError(f"{key}.pool: missing (every sender domain sends through one pool)")
         if pool not in pools:
             raise UsageError(f"{key}.pool: unknown pool {pool!r} (known: {', '.join(sorted(pools)) or 'none'})")
-        selectors = []
-        for i, sel in enumerate(_list(spec.get("selectors"), f"{key}.selectors", scalar_ok=True)):
-            selector = _str(sel, f"{key}.selectors[{i}]").strip().lower()
-            if not is_domain_name(selector) or selector.endswith("_domainkey"):
-                raise UsageError(f"{key}.selectors[{i}]: {selector!r} is not a valid DKIM selector")
-            if selector in selectors:
-                raise UsageError(f"{key}.selectors[{i}]: selector {selector!r} is listed twice")
-            selectors.append(selector)
-        signing = spec.get("signing_selector")
-        if signing is not None:
-            signing = _str(signing, f"{key}.signing_selector").strip().lower()
-            if signing not in selectors:
-                raise UsageError(f"{key}.signing_selector: {signing!r} is not one of its selectors")
+        selectors = _selectors(spec, key, "selectors", [])
+        ed25519_selectors = _selectors(spec, key, "ed25519_selectors", selectors)
+        signing = _signing(spec, key, "signing_selector", selectors)
+        ed25519_signing = _signing(spec, key, "ed25519_signing_selector", ed25519_selectors)
         tls_rpt = None
         if spec.get("tls_rpt"):
             tspec = _mapping(spec["tls_rpt"], f"{key}.tls_rpt")
@@ -511,7 +546,8 @@ def _sender_domains(v: _Vars, pools: Mapping[str, Pool]) -> dict[str, SenderDoma
             _domain(d, f"{key}.spf_include[{i}]")
             for i, d in enumerate(_list(spec.get("spf_include"), f"{key}.spf_include", scalar_ok=True))
         )
-        known = {"pool", "selectors", "signing_selector", "dmarc", "mta_sts", "tls_rpt", "spf_include", "spf_all"}
+        known = {"pool", "selectors", "signing_selector", "ed25519_selectors", "ed25519_signing_selector", "dmarc",
+                 "mta_sts", "tls_rpt", "spf_include", "spf_all"}
         for extra in spec:
             if extra not in known:
                 raise UsageError(f"{key}.{extra}: unknown setting (known: {', '.join(sorted(known))})")
@@ -524,6 +560,8 @@ def _sender_domains(v: _Vars, pools: Mapping[str, Pool]) -> dict[str, SenderDoma
             tls_rpt=tls_rpt,
             spf_include=includes,
             signing_selector=signing,
+            ed25519_selectors=tuple(ed25519_selectors),
+            ed25519_signing_selector=ed25519_signing,
             spf_all=_choice(spec.get("spf_all", DEFAULT_SPF_ALL), f"{key}.spf_all", ("-all", "~all", "?all", "+all")),
         )
     return domains

@@ -208,7 +208,7 @@ def plan_records(inv: Inventory, dkim_pems: Mapping[tuple[str, str], bytes | Non
             )
         )
 
-        for sel in domain.selectors:
+        for sel in domain.all_selectors:
             name = f"{sel}._domainkey.{domain.name}"
             subject = f"{domain.name}/{sel}"
             pem = dkim_pems.get((domain.name, sel))
@@ -221,7 +221,13 @@ def plan_records(inv: Inventory, dkim_pems: Mapping[tuple[str, str], bytes | Non
                 try:
                     public = public_from_private_pem(pem)
                     values = (public.record(),)
-                    if public.key_type == "rsa" and public.bits < 1024:
+                    wanted = domain.key_type(sel)
+                    if public.key_type != wanted:
+                        listed = "ed25519_selectors" if wanted == "ed25519" else "selectors"
+                        error = (f"{path}: a {public.key_type.upper()} key, but {sel} is listed in {listed} "
+                                 f"(which holds {wanted.upper()} keys)")
+                        values = ()
+                    elif public.key_type == "rsa" and public.bits < 1024:
                         error = f"{path}: RSA key of {public.bits} bits (at least 1024 needed)"
                         values = ()
                     elif public.key_type == "rsa" and public.bits < 2048:
@@ -241,7 +247,9 @@ def plan_records(inv: Inventory, dkim_pems: Mapping[tuple[str, str], bytes | Non
                 PlannedRecord(name, "TXT", inv.dns_ttl, values, "dkim", subject, zone_for(name, zones), error=error)
             )
         if not domain.selectors:
-            problems.append(Finding("warning", domain.name, "dkim", "no DKIM selector: mail will not be signed"))
+            message = ("no RSA DKIM selector: mail will carry only Ed25519 signatures, which many receivers "
+                       "do not verify yet" if domain.ed25519_selectors else "no DKIM selector: mail will not be signed")
+            problems.append(Finding("warning", domain.name, "dkim", message))
 
         if domain.dmarc is not None:
             name = f"_dmarc.{domain.name}"
