@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "plugins" / "filter" / "sendfleet_dkim.py"
-_spec = importlib.util.spec_from_file_location("sendfleet_dkim", _PATH)
-assert _spec is not None and _spec.loader is not None
-dkimf = importlib.util.module_from_spec(_spec)
-sys.modules["sendfleet_dkim"] = dkimf
-_spec.loader.exec_module(dkimf)
+from tests.unit.plugins import load_plugin
+
+dkimf = load_plugin("filter", "sendfleet_dkim")
 
 DOMAINS = {
     "shop.test": {"pool": "t", "selectors": ["s2026a", "s2026b"], "signing_selector": "s2026b",

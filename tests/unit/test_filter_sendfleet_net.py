@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-_PATH = Path(__file__).resolve().parents[2] / "plugins" / "filter" / "sendfleet_net.py"
-_spec = importlib.util.spec_from_file_location("sendfleet_net", _PATH)
-assert _spec is not None and _spec.loader is not None
-net = importlib.util.module_from_spec(_spec)
-sys.modules["sendfleet_net"] = net
-_spec.loader.exec_module(net)
+from tests.unit.plugins import load_plugin
+
+net = load_plugin("filter", "sendfleet_net")
 
 
 def test_versions() -> None:

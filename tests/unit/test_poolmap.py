@@ -41,15 +41,9 @@ def test_all_drained_pool_waits() -> None:
 
 
 def test_layout_matches_the_postfix_role() -> None:
-    import importlib.util
-    from pathlib import Path
+    from tests.unit.plugins import load_plugin
 
-    spec = importlib.util.spec_from_file_location(
-        "sendfleet_net", Path(__file__).resolve().parents[2] / "plugins" / "filter" / "sendfleet_net.py"
-    )
-    assert spec is not None and spec.loader is not None
-    net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(net)
+    net = load_plugin("filter", "sendfleet_net")
     ips = [{"ip": "198.51.100.70", "pool": "t", "weight": 3}, {"ip": "198.51.100.71", "pool": "t", "weight": 1},
            {"ip": "198.51.100.72", "pool": "t", "weight": 2}]
     ours = poolmap.weighted_members([(net.sf_transport(e["ip"]), e["weight"]) for e in ips])

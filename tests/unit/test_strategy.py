@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import configparser
-import importlib.util
 from pathlib import Path
+
+from tests.unit.plugins import load_plugin
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,10 +18,7 @@ def test_ansible_cfg_selects_the_sendfleet_strategy() -> None:
 
 
 def test_the_strategy_is_linear_on_mitogen_not_the_fallback() -> None:
-    spec = importlib.util.spec_from_file_location("sendfleet_linear", REPO / "plugins/strategy/sendfleet_linear.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_plugin("strategy", "sendfleet_linear")
     bases = {f"{cls.__module__}.{cls.__name__}" for cls in module.StrategyModule.__mro__}
     assert "ansible.plugins.strategy.linear.StrategyModule" in bases
     assert "ansible_mitogen.strategy.StrategyMixin" in bases, "mitogen is not installed: pip install -e ."

@@ -107,15 +107,9 @@ def test_weight_and_limits_are_monotonic(day: int) -> None:
 
 
 def _plugin() -> Any:
-    import importlib.util
-    from pathlib import Path
+    from tests.unit.plugins import load_plugin
 
-    path = Path(__file__).resolve().parents[2] / "plugins" / "filter" / "sendfleet_warmup.py"
-    spec = importlib.util.spec_from_file_location("sendfleet_warmup_plugin", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_plugin("filter", "sendfleet_warmup")
 
 
 def test_filter_plan_and_idle_restart_is_kept() -> None:
