@@ -43,11 +43,7 @@ def _slug(ip: str) -> str:
 
 def _start(entry: dict[str, Any], restarts: dict[str, date]) -> date | None:
     """The inventory's warmup_start, or a later restart recorded on the host after an idle period."""
-    start = _date(entry.get("warmup_start"))
-    again = restarts.get(str(entry["ip"]))
-    if again is not None and (start is None or again > start):
-        return again
-    return start
+    return warmup.start_with_restart(_date(entry.get("warmup_start")), restarts.get(str(entry["ip"])))
 
 
 def _day_of(value: Any) -> date | None:

@@ -496,3 +496,19 @@ def test_rerunning_the_playbook_advances_the_warmup(monitor: LabHandle) -> None:
     finally:
         proc = run_playbook(lab.inventory_dir, "playbooks/monitor.yml", "--limit", HOST)
         assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_warmup_plan_from_the_hosts_matches_what_postfix_applies(monitor: LabHandle) -> None:
+    """`sendfleet warmup plan --from-hosts` reads every sender's monitor fact by SSH and plans the weights that
+    mta1's Postfix has in its transactional randmap right now."""
+    lab = monitor
+    proc = sendfleet("warmup", "plan", "-i", str(lab.inventory_dir), "--from-hosts", "--days", "0",
+                     "--format", "json", check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "cannot reach" not in proc.stderr and "no monitor fact" not in proc.stderr, proc.stderr
+    data = json.loads(proc.stdout)
+    _, sending = inventory_model(lab.inventory_dir)
+    assert data["hosts_read"] == sorted(sending), data["hosts_read"]
+    planned = {i["ip"]: i["today"]["weight"] for i in data["ips"] if i["host"] == HOST and i["pool"] == POOL}
+    members = Counter(pool_members(lab))
+    assert {ip: members[transport(ip)] for ip in planned} == planned

@@ -47,6 +47,52 @@ def test_warmup_plan_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert by_ip["198.51.100.72"]["today"]["stage"] == "warm" and by_ip["198.51.100.72"]["today"]["weight"] == 20
 
 
+def test_warmup_plan_reads_what_the_hosts_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--from-dir: a restart recorded after an idle period wins over the inventory's older warmup_start, an IP
+    idle longer than restart_after_idle_days (default 30) restarts today, and a drained IP gets weight 0 with
+    the shares of its pool renormalised, as the postfix role applies it."""
+    inv = inventory(tmp_path)
+    facts = tmp_path / "facts" / "mta1"
+    facts.mkdir(parents=True)
+    idle_since = time.mktime((2026, 9, 1, 12, 0, 0, 0, 0, -1))
+    (facts / "sendfleet_monitor.fact").write_text(json.dumps({
+        "restarts": {"198.51.100.72": "2026-11-25"},
+        "last_sent": {"198.51.100.73": idle_since, "198.51.100.70": "not a time"},
+        "drained": ["198.51.100.70"],
+    }))
+    args = ["warmup", "plan", "-i", str(inv), "--today", "2026-11-27", "--days", "1", "--format", "json"]
+    assert main([*args, "--from-dir", str(tmp_path / "facts")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    by_ip = {i["ip"]: i for i in data["ips"]}
+    assert data["hosts_read"] == ["mta1"]
+    restarted = by_ip["198.51.100.72"]
+    assert restarted["restarted"] == "2026-11-25" and restarted["today"]["stage"] == "day 2"
+    idle = by_ip["198.51.100.73"]
+    assert idle["today"]["stage"] == "day 0" and idle["days"][1]["stage"] == "day 1"
+    assert idle["restarted"] == "2026-11-27"
+    drained = by_ip["198.51.100.70"]
+    assert drained["drained"] and drained["today"]["stage"] == "drained" and drained["today"]["weight"] == 0
+    live = [by_ip[ip]["today"] for ip in ("198.51.100.72", "198.51.100.73")]
+    assert sum(d["share"] for d in live) == pytest.approx(1.0, abs=1e-3)
+    # without --from-dir the same inventory plans from itself: nothing drained, no restart
+    assert main(args) == 0
+    plain = {i["ip"]: i for i in json.loads(capsys.readouterr().out)["ips"]}
+    assert plain["198.51.100.70"]["today"]["stage"] == "day 1" and plain["198.51.100.72"]["restarted"] is None
+
+
+def test_warmup_plan_from_a_host_without_a_fact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inv = inventory(tmp_path)
+    (tmp_path / "facts").mkdir()
+    assert main(["warmup", "plan", "-i", str(inv), "--from-dir", str(tmp_path / "facts"), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert "mta1: no monitor fact (sendfleet_monitor.fact) yet: planned from the inventory alone" in captured.err
+    (tmp_path / "facts" / "mta1").mkdir()
+    (tmp_path / "facts" / "mta1" / "sendfleet_monitor.fact").write_text("{not json")
+    assert main(["warmup", "plan", "-i", str(inv), "--from-dir", str(tmp_path / "facts")]) == 2
+    err = capsys.readouterr().err
+    assert "sendfleet_monitor.fact: cannot read it as JSON" in err and "Traceback" not in err
+
+
 def test_warmup_plan_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     inv = inventory(tmp_path)
     assert main(["warmup", "plan", "-i", str(inv), "--today", "tomorrow"]) == 2

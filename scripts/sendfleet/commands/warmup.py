@@ -1,19 +1,27 @@
-"""`sendfleet warmup plan -i INVENTORY [--days N] [--today DATE] [--format table|json]`: every sending IP's
-warm-up stage today and on the next days, as the dnsbl_monitor role applies it (weight in its pool's
-randmap on its host, per-destination limits of its transport). The schedule is sendfleet.core.warmup,
-configured by the inventory variable `warmup` (see roles/dnsbl_monitor/README.md)."""
+"""`sendfleet warmup plan -i INVENTORY [--days N] [--today DATE] [--from-hosts | --from-dir DIR] [--format table|json]`:
+every sending IP's warm-up stage today and on the next days, as the dnsbl_monitor role applies it (weight in its
+pool's randmap on its host, per-destination limits of its transport). The schedule is sendfleet.core.warmup,
+configured by the inventory variable `warmup` (see roles/dnsbl_monitor/README.md).
+
+What the hosts recorded changes the plan: a warm-up restarted after an idle period, the last delivery of each
+IP (an IP idle too long restarts), and drained IPs (weight 0 until restored). With --from-hosts they are read
+from each sender's monitor fact (/etc/ansible/facts.d/sendfleet_monitor.fact, by SSH); with --from-dir from
+DIR/<host>/sendfleet_monitor.fact; without either, the plan is the inventory's alone (e.g. for new IPs)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sendfleet.core import warmup
-from sendfleet.errors import EXIT_OK, UsageError
+from sendfleet.errors import EXIT_OK, CannotCheckError, UsageError
+
+FACT_NAME = "sendfleet_monitor.fact"
+FACT_FILE = f"/etc/ansible/facts.d/{FACT_NAME}"  # written by the monitor agent (sendfleet.monitor.agent.write_fact)
 
 
 def register(sub: Any) -> None:
@@ -25,6 +33,11 @@ def register(sub: Any) -> None:
     plan.add_argument("--days", type=int, default=7, help="days shown after today (default 7)")
     plan.add_argument("--today", help="plan as of this date (YYYY-MM-DD; default: today)")
     plan.add_argument("--format", choices=("table", "json"), default="table")
+    where = plan.add_mutually_exclusive_group()
+    where.add_argument("--from-hosts", action="store_true",
+                       help="read each sender's recorded restarts, last deliveries and drained IPs by SSH")
+    where.add_argument("--from-dir", type=Path, help=f"read them from DIR/<host>/{FACT_NAME} instead")
+    plan.add_argument("--group", default="senders", help="inventory group of the senders (default senders)")
     plan.set_defaults(func=_plan)
 
 
@@ -37,38 +50,81 @@ def _parse_day(text: str | None) -> date:
         raise UsageError(f"--today {text!r}: expected YYYY-MM-DD") from None
 
 
-def build_plan(inventory: Path, today: date, days: int) -> dict[str, Any]:
+def _day(value: Any) -> date | None:
+    """A recorded day: an ISO date, or Unix seconds (the monitor's last_sent)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=UTC).date()
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value[:10])
+        except ValueError:
+            return None
+    return None
+
+
+def host_records(fact: Any) -> dict[str, Any]:
+    """What a sender's monitor fact says about its IPs: {restarts: {ip: date}, last_sent: {ip: date}, drained: {ip}}."""
+    fact = fact if isinstance(fact, dict) else {}
+
+    def days(key: str) -> dict[str, date]:
+        raw = fact.get(key)
+        return {str(ip): d for ip, v in (raw.items() if isinstance(raw, dict) else []) if (d := _day(v)) is not None}
+
+    drained = fact.get("drained")
+    return {"restarts": days("restarts"), "last_sent": days("last_sent"),
+            "drained": {str(ip) for ip in drained} if isinstance(drained, list) else set()}
+
+
+def build_plan(inventory: Path, today: date, days: int,
+               recorded: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The plan; `recorded`: host -> host_records(...) of the hosts that were read (others: inventory only)."""
     from sendfleet.inventory_io import load_inventory
 
     if not 0 <= days <= 366:
         raise UsageError(f"--days {days}: expected 0..366")
     inv = load_inventory(inventory)
     settings = warmup.settings_from(inv.vars.get("warmup"), "warmup")
+    recorded = recorded or {}
+    empty: dict[str, Any] = {"restarts": {}, "last_sent": {}, "drained": set()}
+    of = [recorded.get(s.host, empty) for s in inv.sending_ips()]
     members = [(str(s.ip), s.pool, s.host, s.warmup_start) for s in inv.sending_ips()]
-    per_day = [warmup.plan_pool_members(members, today + timedelta(days=d), settings) for d in range(days + 1)]
+    starts = [warmup.start_with_restart(start, rec["restarts"].get(ip))
+              for (ip, _, _, start), rec in zip(members, of, strict=True)]
+    # an IP idle too long restarts today; the monitor records that restart, so the days after count from it
+    last_sent = {ip: d for rec in of for ip, d in rec["last_sent"].items()}
+    starts = [warmup.effective_start(start, today, last_sent.get(ip), settings)[0]
+              for (ip, _, _, _), start in zip(members, starts, strict=True)]
+    planned = [(ip, pool, host, start) for (ip, pool, host, _), start in zip(members, starts, strict=True)]
+    per_day = [_drain(warmup.plan_pool_members(planned, today + timedelta(days=d), settings), of)
+               for d in range(days + 1)]
     ips: list[dict[str, Any]] = []
     for index, (ip, pool, host, start) in enumerate(members):
         rows = []
         for d, plans in enumerate(per_day):
-            p = plans[index]
+            p, weight, share = plans[index]
             rows.append(
                 {
                     "date": (today + timedelta(days=d)).isoformat(),
                     "day": p.stage.day,
-                    "stage": p.stage.label,
+                    "stage": "drained" if ip in of[index]["drained"] else p.stage.label,
                     "warm": p.stage.warm,
                     "hourly": None if p.stage.hourly is None else round(p.stage.hourly, 1),
-                    "weight": p.weight,
-                    "share": round(p.share, 4),
+                    "weight": weight,
+                    "share": round(share, 4),
                     "limits": p.stage.limits.as_dict(),
                 }
             )
+        restart = of[index]["restarts"].get(ip)
+        effective = starts[index]
         ips.append(
             {
                 "host": host,
                 "pool": pool,
                 "ip": ip,
                 "warmup_start": start.isoformat() if start else None,
+                "restarted": (effective.isoformat() if effective is not None
+                              and effective in (restart, today) and effective != start else None),
+                "drained": ip in of[index]["drained"],
                 "today": rows[0],
                 "days": rows,
             }
@@ -76,8 +132,50 @@ def build_plan(inventory: Path, today: date, days: int) -> dict[str, Any]:
     return {
         "today": today.isoformat(),
         "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+        "hosts_read": sorted(recorded),
         "ips": ips,
     }
+
+
+def _drain(plans: list[warmup.IpPlan], of: list[dict[str, Any]]) -> list[tuple[warmup.IpPlan, int, float]]:
+    """(plan, weight, share) with drained IPs at weight 0 and the shares of their pool on their host renormalised,
+    as the postfix role applies them (sf_apply_drained after sf_warmup_plan)."""
+    weights = [0 if p.ip in rec["drained"] else p.weight for p, rec in zip(plans, of, strict=True)]
+    totals: dict[tuple[str, str], int] = {}
+    for p, w in zip(plans, weights, strict=True):
+        totals[(p.host, p.pool)] = totals.get((p.host, p.pool), 0) + w
+    return [(p, w, w / totals[(p.host, p.pool)] if totals[(p.host, p.pool)] else 0.0)
+            for p, w in zip(plans, weights, strict=True)]
+
+
+def read_records(inventory: Path, group: str, from_dir: Path | None) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """host -> host_records of every sender that could be read, and one line per sender that could not."""
+    from sendfleet.inventory_io import load_inventory
+    from sendfleet.monitor import remote
+
+    inv = load_inventory(inventory)
+    hosts = inv.group(group)
+    if not hosts:
+        raise UsageError(f"{inventory}: no host in group {group!r}")
+    out: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for host in hosts:
+        if from_dir is not None:
+            path = from_dir / host.name / FACT_NAME
+            try:
+                fact = json.loads(path.read_text()) if path.exists() else None
+            except (OSError, ValueError) as err:
+                raise UsageError(f"{path}: cannot read it as JSON ({err})") from None
+        else:
+            try:
+                fact = remote.read_json(host.name, host.vars, FACT_FILE)
+            except CannotCheckError as err:
+                problems.append(f"{err}: planned from the inventory alone")
+                continue
+        if fact is None:
+            problems.append(f"{host.name}: no monitor fact ({FACT_NAME}) yet: planned from the inventory alone")
+        out[host.name] = host_records(fact)
+    return out, problems
 
 
 def _limits_text(limits: dict[str, int]) -> str:
@@ -90,7 +188,12 @@ def _limits_text(limits: dict[str, int]) -> str:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    data = build_plan(args.inventory, _parse_day(args.today), args.days)
+    recorded: dict[str, dict[str, Any]] = {}
+    if args.from_hosts or args.from_dir is not None:
+        recorded, problems = read_records(args.inventory, args.group, args.from_dir)
+        for line in problems:
+            print(f"warmup plan: {line}", file=sys.stderr)
+    data = build_plan(args.inventory, _parse_day(args.today), args.days, recorded)
     if args.format == "json":
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return EXIT_OK
@@ -109,7 +212,7 @@ def _plan(args: argparse.Namespace) -> int:
             item["host"],
             item["pool"],
             item["ip"],
-            item["warmup_start"] or "-",
+            (f"{item['restarted']} (restart)" if item["restarted"] else item["warmup_start"] or "-"),
             t["stage"],
             "-" if t["hourly"] is None else f"{t['hourly']:g}/h",
             str(t["weight"]),

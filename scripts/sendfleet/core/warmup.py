@@ -157,6 +157,13 @@ def effective_start(
     return warmup_start, False
 
 
+def start_with_restart(warmup_start: date | None, restart: date | None) -> date | None:
+    """The inventory's warmup_start, or a later restart recorded on the host after an idle period."""
+    if restart is not None and (warmup_start is None or restart > warmup_start):
+        return restart
+    return warmup_start
+
+
 def stage_on(
     warmup_start: date | None,
     today: date,
