@@ -13,7 +13,7 @@ function as `sendfleet warmup plan`), so re-running site.yml advances every IP's
 from __future__ import annotations
 
 import sys
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +22,6 @@ try:
 except ImportError:  # ansible-playbook run by a Python without the package installed: use the repo's copy
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
     from sendfleet.core import warmup
-
-
-def _date(value: Any) -> date | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value))
 
 
 def _slug(ip: str) -> str:
@@ -43,14 +33,7 @@ def _slug(ip: str) -> str:
 
 def _start(entry: dict[str, Any], restarts: dict[str, date]) -> date | None:
     """The inventory's warmup_start, or a later restart recorded on the host after an idle period."""
-    return warmup.start_with_restart(_date(entry.get("warmup_start")), restarts.get(str(entry["ip"])))
-
-
-def _day_of(value: Any) -> date | None:
-    """A date, an ISO date, or Unix seconds (the monitor's last_sent) -> date."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=UTC).date()
-    return _date(value)
+    return warmup.start_with_restart(warmup.as_date(entry.get("warmup_start")), restarts.get(str(entry["ip"])))
 
 
 def sf_warmup_plan(
@@ -65,10 +48,10 @@ def sf_warmup_plan(
     """`last_sent`: ip -> last successful delivery (date or Unix seconds; the host's delivery.json), for
     the idle restart; `restarts`: ip -> date of a restart recorded before (kept on the host)."""
     cfg = warmup.settings_from(settings or {})
-    day = _date(today) or date.today()
+    day = warmup.as_date(today) or date.today()
     entries = [dict(e) for e in sending_ips or []]
-    again = {str(k): d for k, v in (restarts or {}).items() if (d := _date(v)) is not None}
-    sent = {str(k): d for k, v in (last_sent or {}).items() if (d := _day_of(v)) is not None}
+    again = {str(k): d for k, v in (restarts or {}).items() if (d := warmup.as_date(v)) is not None}
+    sent = {str(k): d for k, v in (last_sent or {}).items() if (d := warmup.recorded_day(v)) is not None}
     plans = warmup.plan_pool_members(
         [(str(e["ip"]), str(e["pool"]), host, _start(e, again)) for e in entries],
         day,

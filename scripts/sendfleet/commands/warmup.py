@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sendfleet.core import warmup
 from sendfleet.errors import EXIT_OK, CannotCheckError, UsageError
+
+if TYPE_CHECKING:
+    from sendfleet.core.inventory import Host, Inventory
 
 FACT_NAME = "sendfleet_monitor.fact"
 FACT_FILE = f"/etc/ansible/facts.d/{FACT_NAME}"  # written by the monitor agent (sendfleet.monitor.agent.write_fact)
@@ -51,15 +54,12 @@ def _parse_day(text: str | None) -> date:
 
 
 def _day(value: Any) -> date | None:
-    """A recorded day: an ISO date, or Unix seconds (the monitor's last_sent)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=UTC).date()
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value[:10])
-        except ValueError:
-            return None
-    return None
+    """A day recorded in a host's monitor fact (warmup.recorded_day); None for what is not one, since the file
+    comes from the host: an unreadable entry is left out rather than stopping the plan."""
+    try:
+        return warmup.recorded_day(value[:10] if isinstance(value, str) else value)
+    except ValueError:
+        return None
 
 
 def host_records(fact: Any) -> dict[str, Any]:
@@ -75,25 +75,19 @@ def host_records(fact: Any) -> dict[str, Any]:
             "drained": {str(ip) for ip in drained} if isinstance(drained, list) else set()}
 
 
-def build_plan(inventory: Path, today: date, days: int,
+def build_plan(inv: Inventory, today: date, days: int,
                recorded: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The plan; `recorded`: host -> host_records(...) of the hosts that were read (others: inventory only)."""
-    from sendfleet.inventory_io import load_inventory
-
-    if not 0 <= days <= 366:
-        raise UsageError(f"--days {days}: expected 0..366")
-    inv = load_inventory(inventory)
     settings = warmup.settings_from(inv.vars.get("warmup"), "warmup")
     recorded = recorded or {}
     empty: dict[str, Any] = {"restarts": {}, "last_sent": {}, "drained": set()}
     of = [recorded.get(s.host, empty) for s in inv.sending_ips()]
     members = [(str(s.ip), s.pool, s.host, s.warmup_start) for s in inv.sending_ips()]
-    starts = [warmup.start_with_restart(start, rec["restarts"].get(ip))
+    # a restart recorded after an idle period, or one today for an IP idle too long (the monitor records it, so
+    # the days after count from it)
+    starts = [warmup.effective_start(warmup.start_with_restart(start, rec["restarts"].get(ip)), today,
+                                     rec["last_sent"].get(ip), settings)[0]
               for (ip, _, _, start), rec in zip(members, of, strict=True)]
-    # an IP idle too long restarts today; the monitor records that restart, so the days after count from it
-    last_sent = {ip: d for rec in of for ip, d in rec["last_sent"].items()}
-    starts = [warmup.effective_start(start, today, last_sent.get(ip), settings)[0]
-              for (ip, _, _, _), start in zip(members, starts, strict=True)]
     planned = [(ip, pool, host, start) for (ip, pool, host, _), start in zip(members, starts, strict=True)]
     per_day = [_drain(warmup.plan_pool_members(planned, today + timedelta(days=d), settings), of)
                for d in range(days + 1)]
@@ -114,7 +108,6 @@ def build_plan(inventory: Path, today: date, days: int,
                     "limits": p.stage.limits.as_dict(),
                 }
             )
-        restart = of[index]["restarts"].get(ip)
         effective = starts[index]
         ips.append(
             {
@@ -122,8 +115,7 @@ def build_plan(inventory: Path, today: date, days: int,
                 "pool": pool,
                 "ip": ip,
                 "warmup_start": start.isoformat() if start else None,
-                "restarted": (effective.isoformat() if effective is not None
-                              and effective in (restart, today) and effective != start else None),
+                "restarted": effective.isoformat() if effective is not None and effective != start else None,
                 "drained": ip in of[index]["drained"],
                 "today": rows[0],
                 "days": rows,
@@ -148,15 +140,10 @@ def _drain(plans: list[warmup.IpPlan], of: list[dict[str, Any]]) -> list[tuple[w
             for p, w in zip(plans, weights, strict=True)]
 
 
-def read_records(inventory: Path, group: str, from_dir: Path | None) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def read_records(hosts: list[Host], from_dir: Path | None) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """host -> host_records of every sender that could be read, and one line per sender that could not."""
-    from sendfleet.inventory_io import load_inventory
     from sendfleet.monitor import remote
 
-    inv = load_inventory(inventory)
-    hosts = inv.group(group)
-    if not hosts:
-        raise UsageError(f"{inventory}: no host in group {group!r}")
     out: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     for host in hosts:
@@ -188,12 +175,21 @@ def _limits_text(limits: dict[str, int]) -> str:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from sendfleet.inventory_io import load_inventory
+
+    if not 0 <= args.days <= 366:
+        raise UsageError(f"--days {args.days}: expected 0..366")
+    today = _parse_day(args.today)
+    inv = load_inventory(args.inventory)
     recorded: dict[str, dict[str, Any]] = {}
     if args.from_hosts or args.from_dir is not None:
-        recorded, problems = read_records(args.inventory, args.group, args.from_dir)
+        hosts = inv.group(args.group)
+        if not hosts:
+            raise UsageError(f"{args.inventory}: no host in group {args.group!r}")
+        recorded, problems = read_records(hosts, args.from_dir)
         for line in problems:
             print(f"warmup plan: {line}", file=sys.stderr)
-    data = build_plan(args.inventory, _parse_day(args.today), args.days, recorded)
+    data = build_plan(inv, today, args.days, recorded)
     if args.format == "json":
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return EXIT_OK

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import reduce
 from typing import Any
 
@@ -155,6 +155,24 @@ def effective_start(
     if last_sent is not None and (today - last_sent).days > settings.restart_after_idle_days:
         return today, True
     return warmup_start, False
+
+
+def as_date(value: Any) -> date | None:
+    """A date, datetime or ISO date (None or "" -> None); ValueError for other text."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+def recorded_day(value: Any) -> date | None:
+    """A day the monitor recorded on a host: as_date, or Unix seconds (its last_sent) as a UTC date."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=UTC).date()
+    return as_date(value)
 
 
 def start_with_restart(warmup_start: date | None, restart: date | None) -> date | None:
