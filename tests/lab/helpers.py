@@ -13,6 +13,7 @@ import smtplib
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -79,6 +80,20 @@ def resolver(address: str) -> dns.resolver.Resolver:
     res.nameservers = [address]
     res.lifetime = 5
     return res
+
+
+def txt_lookup(res: dns.resolver.Resolver) -> Callable[..., bytes | None]:
+    """A dkimpy `dnsfunc` over `res`: the TXT record of a name as one byte string, None when there is none."""
+
+    def txt(name: bytes | str, timeout: int = 5) -> bytes | None:
+        qname = name.decode() if isinstance(name, bytes) else name
+        try:
+            answer = res.resolve(qname, "TXT")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return None
+        return b"".join(answer[0].strings)
+
+    return txt
 
 
 def make_message(sender: str, recipient: str, tag: str) -> EmailMessage:

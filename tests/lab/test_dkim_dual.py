@@ -16,11 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import dkim
-import dns.resolver
 import pytest
 import yaml
 
-from tests.lab.helpers import changed_tasks, host_address, make_message, recap, resolver, run_playbook, submit, wait_for
+from tests.lab.helpers import (
+    changed_tasks,
+    host_address,
+    make_message,
+    recap,
+    resolver,
+    run_playbook,
+    submit,
+    txt_lookup,
+    wait_for,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -71,14 +80,7 @@ def send_and_fetch(lab: Any, host: str, run: str) -> dict[str, Any]:
 def test_ed25519_dual_signing_converges_verifies_and_retires(dual_signing: Any) -> None:
     lab = dual_signing
     inv = Path(lab.inventory_dir)
-    res = resolver(lab.resolver)
-
-    def txt(name: bytes | str, timeout: int = 5) -> bytes | None:
-        qname = name.decode() if isinstance(name, bytes) else name
-        try:
-            return b"".join(res.resolve(qname, "TXT")[0].strings)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return None
+    txt = txt_lookup(resolver(lab.resolver))
 
     converge(inv)
     record = txt(f"{SELECTOR}._domainkey.{DOMAIN}")

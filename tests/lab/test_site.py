@@ -28,6 +28,7 @@ from tests.lab.helpers import (
     resolver,
     run_playbook,
     submit,
+    txt_lookup,
     wait_for,
 )
 
@@ -97,14 +98,7 @@ def test_each_sender_domain_leaves_from_its_pool_with_helo_ptr_tls_and_dkim(conv
     missing = sorted(set(expected) - set(got))
     assert not missing, f"never reached the sink: {missing}"
 
-    def txt(name: bytes | str, timeout: int = 5) -> bytes | None:
-        qname = name.decode() if isinstance(name, bytes) else name
-        try:
-            answer = res.resolve(qname, "TXT")
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return None
-        return b"".join(answer[0].strings)
-
+    txt = txt_lookup(res)
     for tag, (host, domain, pool_ips) in expected.items():
         m = got[tag]
         assert m.client_ip in pool_ips, f"{tag}: from {m.client_ip}, not a pool IP of {host}: {sorted(pool_ips)}"
