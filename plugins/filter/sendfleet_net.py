@@ -1,4 +1,6 @@
 """Address and Postfix filters for the sendfleet roles (stdlib `ipaddress` only: no ansible.utils collection here).
+The pool-selection filters are thin wrappers of sendfleet.core.poolmap, the one home of those rules (the monitor
+agent and `sendfleet warmup plan` call the same functions).
 
 - ``value | sf_ipversion``  -> 4, 6, or 0 when ``value`` is not a single address.
 - ``value | sf_netversion`` -> 4, 6, or 0 when ``value`` is not a network (host bits allowed).
@@ -9,6 +11,7 @@
 - ``sending_ips | sf_pool_randmap(pool, prefix)`` -> ``randmap:{...}`` of a pool's transports (weights repeat).
 - ``sending_ips | sf_pools_in_service`` -> the pools with a positive total weight (0 = drained).
 - ``sending_ips | sf_pool_maps(prefix)`` -> the sender_dependent_default_transport_maps entries, one per pool.
+- ``entry | sf_transport_params(prefix, limits)`` -> {parameter: value} of the entry's transport limits in main.cf.
 - ``limits | sf_strictest_limits(providers)`` -> the strictest of the defaults and every provider's limits.
 - ``value | sf_seconds``     -> a Postfix time value (``2m``) in seconds.
 - ``values | sf_duplicates`` -> the entries occurring more than once.
@@ -18,7 +21,15 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
+from pathlib import Path
 from typing import Any
+
+try:
+    from sendfleet.core import poolmap
+except ImportError:  # ansible-playbook run by a Python without the package installed: use the repo's copy
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from sendfleet.core import poolmap
 
 
 def sf_ipversion(value: Any) -> int:
@@ -48,10 +59,7 @@ def sf_postfix_net(value: Any) -> str:
 
 
 def sf_slug(value: Any) -> str:
-    addr = ipaddress.ip_address(str(value))
-    if addr.version == 6:
-        return addr.exploded.replace(":", "")
-    return str(addr).replace(".", "_")
+    return poolmap.slug(value)
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -85,35 +93,27 @@ def sf_duplicates(values: Any) -> list[str]:
 
 def sf_transport(ip: Any, prefix: str = "sf") -> str:
     """The Postfix transport name of a sending IP (``sf_198_51_100_72``)."""
-    return f"{prefix}_{sf_slug(ip)}"
+    return poolmap.transport_name(ip, prefix)
 
 
 def sf_pool_randmap(sending_ips: Any, pool: str, prefix: str = "sf") -> str:
     """``randmap:{...}`` over the transports of ``pool``, each repeated ``weight`` times (default 1)."""
-    members: list[str] = []
-    for entry in sending_ips:
-        if entry["pool"] == pool:
-            members += [sf_transport(entry["ip"], prefix)] * int(entry.get("weight", 1))
-    if not members:
-        raise ValueError(f"pool {pool!r} has no in-service address")
-    return "randmap:{" + ", ".join(members) + "}"
+    return poolmap.pool_randmap(sending_ips, pool, prefix)
 
 
 def sf_pools_in_service(sending_ips: Any) -> list[str]:
     """The pools with a positive total weight in ``sending_ips`` (weight defaults to 1; 0 = drained)."""
-    totals: dict[str, int] = {}
-    for entry in sending_ips:
-        pool = str(entry["pool"])
-        totals[pool] = totals.get(pool, 0) + int(entry.get("weight", 1))
-    return sorted(pool for pool, total in totals.items() if total > 0)
+    return poolmap.pools_in_service(sending_ips)
 
 
 def sf_pool_maps(sending_ips: Any, prefix: str = "sf", table_dir: str = "/etc/postfix") -> list[str]:
     """One ``pipemap:{regexp:<pool senders>, randmap:{<pool transports>}}`` per pool in service."""
-    return [
-        f"pipemap:{{regexp:{table_dir}/sender_pool_{pool}.regexp, {sf_pool_randmap(sending_ips, pool, prefix)}}}"
-        for pool in sf_pools_in_service(sending_ips)
-    ]
+    return poolmap.pool_maps(sending_ips, prefix, table_dir)
+
+
+def sf_transport_params(entry: Any, prefix: str, limits: Any) -> dict[str, str]:
+    """The main.cf limits of the entry's transport: its own warm-up ``limits`` where set, else ``limits``."""
+    return poolmap.transport_params(poolmap.transport_name(entry["ip"], prefix), entry.get("limits") or {}, limits)
 
 
 _LIMIT_DEFAULTS: dict[str, Any] = {
@@ -153,6 +153,7 @@ class FilterModule:
             "sf_pool_randmap": sf_pool_randmap,
             "sf_pool_maps": sf_pool_maps,
             "sf_pools_in_service": sf_pools_in_service,
+            "sf_transport_params": sf_transport_params,
             "sf_strictest_limits": sf_strictest_limits,
             "sf_in_networks": sf_in_networks,
         }

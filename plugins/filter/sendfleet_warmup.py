@@ -1,5 +1,6 @@
 """Warm-up and drain filters for the sendfleet roles. The schedule is sendfleet.core.warmup (the same pure
-function as `sendfleet warmup plan`), so re-running site.yml advances every IP's weight and limits.
+function as `sendfleet warmup plan`), so re-running site.yml advances every IP's weight and limits; transport
+names and drained weights are sendfleet.core.poolmap's (as the monitor agent applies them).
 
 - ``sending_ips | sf_warmup_plan(host, settings, today, prefix)`` -> the entries with ``transport``,
   ``weight`` (randmap entries, normalised per pool on this host), ``limits`` ({concurrency_limit,
@@ -18,17 +19,10 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from sendfleet.core import warmup
+    from sendfleet.core import poolmap, warmup
 except ImportError:  # ansible-playbook run by a Python without the package installed: use the repo's copy
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-    from sendfleet.core import warmup
-
-
-def _slug(ip: str) -> str:
-    import ipaddress
-
-    addr = ipaddress.ip_address(ip)
-    return addr.exploded.replace(":", "") if addr.version == 6 else str(addr).replace(".", "_")
+    from sendfleet.core import poolmap, warmup
 
 
 def _start(entry: dict[str, Any], restarts: dict[str, date]) -> date | None:
@@ -63,7 +57,7 @@ def sf_warmup_plan(
         stage = plan.stage
         entry.update(
             {
-                "transport": f"{prefix}_{_slug(str(entry['ip']))}",
+                "transport": poolmap.transport_name(entry["ip"], prefix),
                 "weight": plan.weight,
                 "limits": stage.limits.as_dict(),
                 "warmup": {
@@ -93,8 +87,7 @@ def sf_warmup_restarts(plan: Any, restarts: Any = None) -> dict[str, str]:
 
 
 def sf_apply_drained(sending_ips: Any, drained: Any) -> list[dict[str, Any]]:
-    gone = {str(ip) for ip in drained or []}
-    return [dict(e, weight=0) if str(e["ip"]) in gone else dict(e) for e in sending_ips or []]
+    return poolmap.drain(sending_ips or [], drained or [])
 
 
 class FilterModule:

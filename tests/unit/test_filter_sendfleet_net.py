@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,32 +33,16 @@ def test_family_and_duplicates() -> None:
     assert net.sf_in_networks(["198.51.100.33", "198.51.100.40"], ["198.51.100.32/29"]) == ["198.51.100.33"]
 
 
-def test_transport_names_and_seconds() -> None:
-    assert net.sf_transport("198.51.100.72") == "sf_198_51_100_72"
-    assert net.sf_transport("2001:db8:5f::48", "x") == "x_20010db8005f00000000000000000048"
+def test_seconds() -> None:
     assert net.sf_seconds("0s") == 0
     assert net.sf_seconds("2m") == 120
     assert net.sf_seconds("1h") == 3600
     assert net.sf_seconds("7") == 7
 
 
-def test_pool_maps_weights_and_drained_pools() -> None:
-    ips = [
-        {"ip": "198.51.100.72", "pool": "transactional"},
-        {"ip": "198.51.100.73", "pool": "transactional", "weight": 2},
-        {"ip": "198.51.100.96", "pool": "marketing", "weight": 0},
-    ]
-    assert net.sf_pools_in_service(ips) == ["transactional"]
-    assert net.sf_pool_maps(ips) == [
-        "pipemap:{regexp:/etc/postfix/sender_pool_transactional.regexp, "
-        "randmap:{sf_198_51_100_72, sf_198_51_100_73, sf_198_51_100_73}}"
-    ]
-    with pytest.raises(ValueError, match="marketing"):
-        net.sf_pool_randmap(ips, "marketing")
-
-
 @given(st.lists(st.tuples(st.integers(0, 255), st.sampled_from(["a", "b", "c"]), st.integers(0, 3)), max_size=12))
 def test_pool_maps_list_each_transport_weight_times(entries: list[tuple[int, str, int]]) -> None:
+    """Through the filter the template calls (sendfleet.core.poolmap underneath, tests/unit/test_poolmap.py)."""
     ips = [{"ip": f"198.51.100.{octet}", "pool": pool, "weight": w} for octet, pool, w in entries]
     maps = net.sf_pool_maps(ips)
     pools = net.sf_pools_in_service(ips)

@@ -83,3 +83,33 @@ def test_monitor_metrics_from_state() -> None:
     assert weight == {"198.51.100.70": 0, "198.51.100.72": 20, "198.51.100.73": 20}
     assert samples_of(parsed, "sendfleet_ip_warmup_day") == [({"ip": "198.51.100.70", "pool": "t"}, 1.0)]
     assert samples_of(parsed, "sendfleet_monitor_last_run_timestamp_seconds") == [({}, 10.0)]
+
+
+def test_agent_and_postfix_role_write_the_same_selection() -> None:
+    """The seam between the two writers of main.cf: for the same warm-up plan and drained IPs the monitor plans
+    no change to what the postfix role wrote, and a drain it applies is what the role writes on its next run."""
+    from tests.unit.plugins import load_plugin
+
+    net = load_plugin("filter", "sendfleet_net")
+    warm = load_plugin("filter", "sendfleet_warmup")
+    ips = [{"ip": "198.51.100.70", "pool": "t", "warmup_start": "2026-12-01"},
+           {"ip": "198.51.100.72", "pool": "t"}, {"ip": "198.51.100.73", "pool": "t"},
+           {"ip": "198.51.100.80", "pool": "m", "warmup_start": "2026-11-20"}]
+    plan = warm.sf_warmup_plan(ips, "mta1", {}, "2026-12-02", "sf")
+    cfg = agent.Config({"zones_file": "z", "members": plan}, "t")
+    defaults = {"concurrency_limit": 5, "rate_delay": "0s", "recipient_limit": 50}
+
+    def role_main_cf(drained: set[str]) -> dict[str, str]:
+        entries = warm.sf_apply_drained(plan, sorted(drained))
+        params = {"sender_dependent_default_transport_maps": ", ".join(net.sf_pool_maps(entries))}
+        for entry in entries:
+            params.update(net.sf_transport_params(entry, "sf", defaults))
+        return params
+
+    for drained in (set(), {"198.51.100.72"}, {"198.51.100.70", "198.51.100.73"}):
+        changes, _ = agent.selection_plan(cfg, drained, {}, role_main_cf(drained))
+        assert changes == {}, drained
+    before = role_main_cf(set())
+    changes, _ = agent.selection_plan(cfg, {"198.51.100.72"}, {}, before)
+    assert {**before, **changes} == role_main_cf({"198.51.100.72"})
+    assert changes["sender_dependent_default_transport_maps"] != before["sender_dependent_default_transport_maps"]

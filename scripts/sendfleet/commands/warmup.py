@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sendfleet.core import warmup
+from sendfleet.core import poolmap, warmup
 from sendfleet.errors import EXIT_OK, CannotCheckError, UsageError
 
 if TYPE_CHECKING:
@@ -131,13 +131,12 @@ def build_plan(inv: Inventory, today: date, days: int,
 
 def _drain(plans: list[warmup.IpPlan], of: list[dict[str, Any]]) -> list[tuple[warmup.IpPlan, int, float]]:
     """(plan, weight, share) with drained IPs at weight 0 and the shares of their pool on their host renormalised,
-    as the postfix role applies them (sf_apply_drained after sf_warmup_plan)."""
-    weights = [0 if p.ip in rec["drained"] else p.weight for p, rec in zip(plans, of, strict=True)]
-    totals: dict[tuple[str, str], int] = {}
-    for p, w in zip(plans, weights, strict=True):
-        totals[(p.host, p.pool)] = totals.get((p.host, p.pool), 0) + w
-    return [(p, w, w / totals[(p.host, p.pool)] if totals[(p.host, p.pool)] else 0.0)
-            for p, w in zip(plans, weights, strict=True)]
+    as the postfix role applies them (sendfleet.core.poolmap: drain, shares)."""
+    entries = poolmap.drain([{"ip": p.ip, "weight": p.weight} for p in plans],
+                            {p.ip for p, rec in zip(plans, of, strict=True) if p.ip in rec["drained"]})
+    weights = [poolmap.weight_of(e) for e in entries]
+    share = poolmap.shares([(p.host, p.pool) for p in plans], weights)
+    return list(zip(plans, weights, share, strict=True))
 
 
 def read_records(hosts: list[Host], from_dir: Path | None) -> tuple[dict[str, dict[str, Any]], list[str]]:

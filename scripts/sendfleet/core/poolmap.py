@@ -1,19 +1,35 @@
-"""How a pool's transport selection is changed in place in Postfix's main.cf. Pure: strings and dicts.
+"""Pool selection in Postfix: one home for every rule of it. Pure: strings, numbers and mappings.
 
-The postfix role writes, per pool, `pipemap:{regexp:<senders of the pool>, randmap:{sf_a, sf_b, ...}}` into
-`sender_dependent_default_transport_maps`: a random choice among the pool's per-IP transports, where a
-transport repeated k times is chosen k times as often. The monitor changes only the `randmap:{...}`
-members of a pool (warm-up weights, drained IPs at 0), leaving everything else of the value as it is.
+A sending IP has one transport (`transport_name`: `sf_198_51_100_72`); a pool on a host is a random choice
+among its IPs' transports, `randmap:{sf_a, sf_a, sf_b}`, where a transport repeated k times (its weight) is
+chosen k times as often (`weighted_members`). A weight of 0 takes the IP out of the choice (drained:
+`drain`); a pool whose weights are all 0 is not in service (`pools_in_service`), and the share of each IP in
+its pool is its weight over the pool's total (`shares`). The postfix role writes, per pool in service,
+`pipemap:{regexp:<senders of the pool>, randmap:{...}}` into `sender_dependent_default_transport_maps`
+(`pool_maps`), and each transport's limits (`transport_params`).
+
+Who calls this module (the seam between the two writers of main.cf):
+
+- the postfix role, through the filters of plugins/filter/sendfleet_net.py and sendfleet_warmup.py, writes
+  main.cf whole from the warm-up plan with the drained IPs of the monitor's local fact at 0;
+- the monitor agent (sendfleet.monitor.agent) changes, between role runs, only the randmap members of a
+  pool (`rewrite_pool_maps`: warm-up weights, drained IPs at 0) and the per-transport limits
+  (`transport_limit_params`, `plan_params`), leaving everything else of main.cf as the role wrote it;
+- `sendfleet warmup plan` shows the same weights and shares.
+
+Both writers compute the same values from the same inputs (the plan, the drained set), so a role run after a
+monitor change writes what is already there (site.yml changed=0 while an IP is drained).
 
 Per-transport limits (`<transport>_destination_concurrency_limit`, `<transport>_destination_rate_delay`)
-are set the same way, remembering the value found before (the baseline), so that an IP that leaves its
+are set by the monitor remembering the value found before (the baseline), so that an IP that leaves its
 warm-up, or a plan that no longer limits it, gets exactly the postfix role's value back.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,15 +46,84 @@ LIMIT_PARAMS = {
 }
 
 
+def slug(ip: Any) -> str:
+    """A transport-name-safe form of an address: `198_51_100_72`, or the 32 hex digits of an IPv6 address."""
+    addr = ipaddress.ip_address(str(ip))
+    if addr.version == 6:
+        return addr.exploded.replace(":", "")
+    return str(addr).replace(".", "_")
+
+
+def transport_name(ip: Any, prefix: str = "sf") -> str:
+    """The Postfix transport of a sending IP (`sf_198_51_100_72`); sendfleet.core.maillog reads it back."""
+    return f"{prefix}_{slug(ip)}"
+
+
+def weight_of(entry: Mapping[str, Any]) -> int:
+    """The randmap weight of a sending-IP entry (inventory, warm-up plan or monitor config): 1 when unset."""
+    return int(entry.get("weight", 1))
+
+
+def drain(entries: Iterable[Mapping[str, Any]], drained: Collection[str]) -> list[dict[str, Any]]:
+    """Copies of `entries` with weight 0 for the IPs in `drained` (out of their pool's selection)."""
+    out = {str(ip) for ip in drained}
+    return [dict(e, weight=0) if str(e["ip"]) in out else dict(e) for e in entries]
+
+
+def shares(groups: Sequence[Hashable], weights: Sequence[int]) -> list[float]:
+    """Each weight over the total of its group (a pool on a host), 0.0 in a group whose weights are all 0."""
+    totals: dict[Hashable, int] = {}
+    for group, weight in zip(groups, weights, strict=True):
+        totals[group] = totals.get(group, 0) + weight
+    return [w / totals[g] if totals[g] else 0.0 for g, w in zip(groups, weights, strict=True)]
+
+
+def pool_weights(entries: Iterable[Mapping[str, Any]], prefix: str = "sf") -> dict[str, list[tuple[str, int]]]:
+    """pool -> [(transport, weight)] in the entries' order (the inventory's). The transport is the entry's own
+    `transport` when it has one (the warm-up plan and the monitor's config carry it), else `transport_name`."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for entry in entries:
+        transport = str(entry.get("transport") or transport_name(entry["ip"], prefix))
+        out.setdefault(str(entry["pool"]), []).append((transport, weight_of(entry)))
+    return out
+
+
+def pools_in_service(entries: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The pools with a positive total weight (sorted); a pool whose IPs are all drained is not in service."""
+    totals: dict[str, int] = {}
+    for entry in entries:
+        totals[str(entry["pool"])] = totals.get(str(entry["pool"]), 0) + weight_of(entry)
+    return sorted(pool for pool, total in totals.items() if total > 0)
+
+
 def randmap_members(value: str) -> list[list[str]]:
     """The member lists of every randmap:{...} in a main.cf value, in order."""
     return [[m for m in _SEP.split(body) if m] for body in _RANDMAP.findall(value)]
 
 
 def weighted_members(weights: Sequence[tuple[str, int]]) -> list[str]:
-    """[(transport, weight)] -> members, each repeated weight times in place (a, a, a, b, c, c): the layout
-    of the postfix role's own `sf_pool_randmap`, so that both write the same value for the same weights."""
+    """[(transport, weight)] -> members, each repeated weight times in place (a, a, a, b, c, c): the one layout
+    of a pool's randmap, for the postfix role (`pool_randmap`) and the monitor (`rewrite_pool_maps`)."""
     return [t for t, w in weights for _ in range(max(0, w))]
+
+
+def pool_randmap(entries: Iterable[Mapping[str, Any]], pool: str, prefix: str = "sf") -> str:
+    """`randmap:{...}` over the transports of `pool`, each repeated its weight times. ValueError when the pool
+    has no in-service address (nothing to choose from)."""
+    members = weighted_members(pool_weights(entries, prefix).get(pool, []))
+    if not members:
+        raise ValueError(f"pool {pool!r} has no in-service address")
+    return "randmap:{" + ", ".join(members) + "}"
+
+
+def pool_maps(entries: Iterable[Mapping[str, Any]], prefix: str = "sf", table_dir: str = "/etc/postfix") -> list[str]:
+    """The `sender_dependent_default_transport_maps` entries: one pipemap per pool in service, the pool's
+    sender table piped into its randmap."""
+    items = list(entries)
+    return [
+        f"pipemap:{{regexp:{table_dir}/sender_pool_{pool}.regexp, {pool_randmap(items, pool, prefix)}}}"
+        for pool in pools_in_service(items)
+    ]
 
 
 def rewrite_pool_maps(value: str, pools: Mapping[str, Sequence[tuple[str, int]]]) -> str:
@@ -82,6 +167,19 @@ def transport_limit_params(transport: str, limits: Mapping[str, Any]) -> dict[st
         suffix = "s" if key == "rate_delay" else ""
         out[f"{transport}_{LIMIT_PARAMS[key]}"] = f"{int(value)}{suffix}"
     return out
+
+
+def transport_params(transport: str, limits: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, str]:
+    """Every main.cf limit of one per-IP transport as the postfix role writes it: the IP's own warm-up `limits`
+    (`transport_limit_params`) where set, else the role's `defaults` (concurrency_limit, rate_delay as a Postfix
+    time such as `0s`, recipient_limit). Sorted by name."""
+    out = {
+        f"{transport}_destination_concurrency_limit": str(defaults["concurrency_limit"]),
+        f"{transport}_destination_rate_delay": str(defaults["rate_delay"]),
+        f"{transport}_destination_recipient_limit": str(defaults["recipient_limit"]),
+    }
+    out.update(transport_limit_params(transport, limits))
+    return dict(sorted(out.items()))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import reduce
 from typing import Any
 
+from sendfleet.core import poolmap
 from sendfleet.errors import UsageError
 
 
@@ -249,15 +250,12 @@ def plan_pool_members(
     for index, (_, pool, host, _) in enumerate(items):
         groups.setdefault((host, pool), []).append(index)
     weights = [s.weight for s in stages]
-    shares = [0.0] * len(items)
     for indexes in groups.values():
-        normal = normalise_weights([weights[i] for i in indexes])
-        total = sum(normal)
-        for i, w in zip(indexes, normal, strict=True):
+        for i, w in zip(indexes, normalise_weights([weights[i] for i in indexes]), strict=True):
             weights[i] = w
-            shares[i] = w / total if total else 0.0
+    share = poolmap.shares([(host, pool) for _, pool, host, _ in items], weights)
     return [
-        IpPlan(ip, pool, host, start, stage, weights[i], shares[i])
+        IpPlan(ip, pool, host, start, stage, weights[i], share[i])
         for i, ((ip, pool, host, start), stage) in enumerate(zip(items, stages, strict=True))
     ]
 

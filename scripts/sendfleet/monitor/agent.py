@@ -228,13 +228,12 @@ def selection_plan(
     weights with drained IPs at 0, and the transport limits of the plan; plus the new override record.
     `services`: the transports master.cf has (None: not checked); a member without one is never selected
     (the postfix role left it out, e.g. it failed the FCrDNS gate since the monitor's config was written)."""
-    pools: dict[str, list[tuple[str, int]]] = {}
+    out = set(drained) | {m["ip"] for m in cfg.members if services is not None and m["transport"] not in services}
     desired: dict[str, str] = {}
     for m in cfg.members:
-        usable = m["ip"] not in drained and (services is None or m["transport"] in services)
-        pools.setdefault(m["pool"], []).append((m["transport"], m["weight"] if usable else 0))
-        if usable:
+        if m["ip"] not in out:
             desired.update(poolmap.transport_limit_params(m["transport"], m["limits"]))
+    pools = poolmap.pool_weights(poolmap.drain(cfg.members, out))
     changes: dict[str, str | None] = {}
     maps = current.get("sender_dependent_default_transport_maps")
     if maps is not None:
