@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from sendfleet import __version__
 from sendfleet.errors import EXIT_USAGE, SendfleetError
 
-COMMAND_MODULES = ("lab", "vet", "dns", "pool", "readiness", "warmup", "report")
+COMMAND_MODULES = ("lab", "vet", "inventory", "dns", "pool", "readiness", "warmup", "report")
 
 
 class _Parser(argparse.ArgumentParser):

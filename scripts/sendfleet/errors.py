@@ -24,6 +24,18 @@ class UsageError(SendfleetError):
     exit_code = EXIT_USAGE
 
 
+class InventoryError(UsageError):
+    """An inventory with problems: `problems` lists every one (each naming its file and key); the message is
+    the first, with a count of the others, so that every command refuses the inventory in one line."""
+
+    def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
+        self.problems = tuple(problems)
+        more = len(self.problems) - 1
+        plural = "s" if more > 1 else ""
+        suffix = f" (and {more} more problem{plural}: sendfleet inventory check lists them)" if more else ""
+        super().__init__(f"{self.problems[0]}{suffix}")
+
+
 class CannotCheckError(SendfleetError):
     """The check could not run meaningfully (resolver never answered, lab not up...)."""
 

@@ -26,7 +26,7 @@ from ruamel.yaml.comments import TaggedScalar
 
 from sendfleet import yamlfile
 from sendfleet.core.inventory import HostSource, Inventory, VarSource, Vaulted, build_inventory, one_line
-from sendfleet.errors import UsageError
+from sendfleet.errors import InventoryError, UsageError
 
 YAML_SUFFIXES = (".yml", ".yaml", ".json")
 TSIG_SECRET_ENV = "SENDFLEET_DNS_TSIG_SECRET"
@@ -141,6 +141,8 @@ def load_inventory(path: Path) -> Inventory:
     """Read and validate an inventory directory (or its hosts.yml). UsageError names file and key."""
     try:
         return _load(path)
+    except InventoryError:
+        raise  # already one line per problem
     except UsageError as err:
         raise UsageError(one_line(str(err))) from None
 

@@ -202,6 +202,10 @@ dns_resolver: 127.0.0.1
 dns_resolver_port: {knot.port}
 """,
     )
+    _write(
+        inv / "group_vars/all/site.yml",
+        "host_domain: lab.test\nadmin_networks: [198.51.100.0/28]\nsending_ips_require_vetted: false\n",
+    )
     _write(inv / "host_vars/mta1.yml", MTA1_IPS)
     _write(inv / "host_vars/mta2.yml", MTA2_IPS)
     _key(inv / "dkim/shop.test/s2026a.pem")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from datetime import date
 from pathlib import Path
 
 import pytest
 
 from sendfleet.core.inventory import zone_for
-from sendfleet.errors import UsageError
+from sendfleet.errors import InventoryError, UsageError
 from sendfleet.inventory_io import load_inventory, read_dkim_keys
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +25,7 @@ def write(root: Path, files: dict[str, str]) -> Path:
 
 
 BASE = {
-    "hosts.yml": "all:\n  vars:\n    dns_ttl: 600\n  children:\n    senders:\n      hosts:\n"
+    "hosts.yml": "all:\n  vars:\n    dns_ttl: 600\n    host_domain: lab.test\n  children:\n    senders:\n      hosts:\n"
     "        mta1:\n        mta2:\n"
     "          sending_ips: [{ip: 198.51.100.90, pool: marketing, ptr: o90.mta2.lab.test}]\n",
     "group_vars/all/pools.yml": """pools: {transactional: {}, marketing: {spf_domain: _spf-mk.lab.test}}
@@ -32,8 +33,10 @@ sender_domains:
   Shop.Test.: {pool: transactional, selectors: [s2026a, S2026B], dmarc: {p: reject, adkim: s}}
   news.test: {pool: marketing, selectors: s1, dmarc: false, tls_rpt: {rua: tls@news.test}}
 vetted_ips:
-  transactional: [{ip: 198.51.100.70, vetted: 2026-11-27, zones: [zen.lab.test]}]
+  transactional: [{ip: 198.51.100.70, vetted: 2026-11-27, zones: [zen.lab.test]}, {ip: '2001:db8:5f::70'}]
+  marketing: [{ip: 198.51.100.90}]
 app_networks: [198.51.100.32/29]
+admin_networks: [198.51.100.0/28]
 """,
     "group_vars/all/dns.yml": "dns_zones: [lab.test, shop.test, 100.51.198.in-addr.arpa]\n"
     "dns_update_server: 198.51.100.2\ndns_tsig_key_name: k\ndns_tsig_secret: c2VjcmV0\ndns_resolver: 198.51.100.4\n",
@@ -125,7 +128,7 @@ def test_defaults_and_the_example_inventory() -> None:
         (
             "host_vars/mta1.yml",
             "sending_ips: [{ip: 198.51.100.71, pool: marketing, ptr: 'bad_name.lab.test'}]",
-            "sending_ips[0].ptr: 'bad_name.lab.test' is not a valid host name",
+            "sending_ips[0].ptr: 'bad_name.lab.test' is not a fully qualified name",
         ),
         ("group_vars/all/x.yml", "rdns_gate: maybe", "group_vars/all/x.yml: rdns_gate: 'maybe' is not one of"),
         ("group_vars/all/x.yml", "dns_tsig_secret: '***'", "group_vars/all/x.yml: dns_tsig_secret: not valid base64"),
@@ -148,7 +151,7 @@ def test_defaults_and_the_example_inventory() -> None:
         ),
         (
             "group_vars/all/pools.yml",
-            "pools: {a: {}}\nsender_domains: {x.test: {pool: a, dmarc: {p: block}}}",
+            "pools: {a: {}}\nsender_domains: {x.test: {pool: a, selectors: [s1], dmarc: {p: block}}}",
             "sender_domains.x.test.dmarc.p: 'block' is not one of none, quarantine, reject",
         ),
         (
@@ -184,7 +187,7 @@ def test_defaults_and_the_example_inventory() -> None:
         ),
         (
             "group_vars/all/pools.yml",
-            "pools: {a: {}}\nsender_domains: {x.test: {pool: a, dmarc: {rua: 'ftp://x'}}}",
+            "pools: {a: {}}\nsender_domains: {x.test: {pool: a, selectors: [s1], dmarc: {rua: 'ftp://x'}}}",
             "dmarc.rua[0]: 'ftp://x' is not a mailto: or https: URI",
         ),
         ("group_vars/all/pools.yml", "pools: {a: {}\n", "group_vars/all/pools.yml: line"),
@@ -239,3 +242,61 @@ def test_odd_values_are_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:
         load_inventory(tmp_path)
     assert "\n" not in str(err.value) and "pools.a\\nb" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("pools_text", "message"),
+    [
+        # OpenDKIM and RFC 6376 take selectors as host-name labels: '_' was accepted here and refused by site.yml
+        ("pools: [a]\nsender_domains: {x.test: {pool: a, selectors: [s_1]}}",
+         "sender_domains.x.test.selectors[0]: 's_1' is not a valid DKIM selector"),
+        # a domain without an RSA selector cannot be signed: accepted here, refused by site.yml
+        ("pools: [a]\nsender_domains: {x.test: {pool: a}}", "sender_domains.x.test.selectors: missing"),
+        ("pools: [a]\nsender_domains: {x_y.test: {pool: a, selectors: [s1]}}",
+         "sender_domains: 'x_y.test' is not a fully qualified name"),
+        ("pools: [a]\nsender_domains: {localhost: {pool: a, selectors: [s1]}}",
+         "sender_domains: 'localhost' is not a fully qualified name"),
+    ],
+)
+def test_rules_site_yml_applies_are_the_models(tmp_path: Path, pools_text: str, message: str) -> None:
+    files = {**BASE, "host_vars/mta1.yml": "{}\n",
+             "hosts.yml": "all:\n  vars: {host_domain: lab.test}\n"
+             "  children:\n    senders:\n      hosts:\n        mta1:\n",
+             "group_vars/all/pools.yml": pools_text + "\nadmin_networks: [198.51.100.0/28]\n"}
+    with pytest.raises(UsageError) as err:
+        load_inventory(write(tmp_path, files))
+    assert message in str(err.value)
+
+
+def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
+    files = {
+        **BASE,
+        "group_vars/all/x.yml": "dns_ttl: 0\nrdns_gate: sometimes\n",
+        "host_vars/mta1.yml": "sending_ips:\n  - {ip: 198.51.100.70, pool: bulk, ptr: o70.mta1.lab.test}\n"
+        "  - {ip: 198.51.100.71, pool: transactional, ptr: o71.mta1.lab.test, weight: 101}\n"
+        "  - {ip: 198.51.100.72, pool: transactional, ptr: o72.mta1.lab.test}\n",
+    }
+    with pytest.raises(InventoryError) as err:
+        load_inventory(write(tmp_path, files))
+    problems = err.value.problems
+    for expected in ("x.yml: rdns_gate: 'sometimes' is not one of", "x.yml: dns_ttl: 0 is outside 1..604800",
+                     "host_vars/mta1.yml: sending_ips[0].pool: unknown pool 'bulk'",
+                     "host_vars/mta1.yml: sending_ips[1].weight: 101 is outside 1..100",
+                     "host_vars/mta1.yml: sending_ips: 198.51.100.72 is not in vetted_ips[transactional]"):
+        assert sum(expected in p for p in problems) == 1, (expected, problems)
+    assert len(problems) == 5
+    assert str(err.value) == f"{problems[0]} (and 4 more problems: sendfleet inventory check lists them)"
+
+
+def test_inventory_check_lists_them_with_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sendfleet.cli import main
+
+    write(tmp_path, {**BASE, "group_vars/all/x.yml": "dns_ttl: 0\nrdns_gate: sometimes\n"})
+    assert main(["inventory", "check", "-i", str(tmp_path), "--format", "json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is False
+    assert [(p["file"], p["key"]) for p in data["problems"]] == [
+        ("group_vars/all/x.yml", "rdns_gate"), ("group_vars/all/x.yml", "dns_ttl")]
+    write(tmp_path, {"group_vars/all/x.yml": "{}\n"})
+    assert main(["inventory", "check", "-i", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.endswith(": no problems\n")

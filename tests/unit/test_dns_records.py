@@ -27,6 +27,9 @@ def inventory(extra: dict[str, object] | None = None, ips: dict[str, list[dict[s
         },
         "dns_zones": ["lab.test", "shop.test", "news.test", "100.51.198.in-addr.arpa"],
         "dns_ttl": 300,
+        "host_domain": "lab.test",
+        "admin_networks": ["198.51.100.0/28"],
+        "sending_ips_require_vetted": False,
     }
     data.update(extra or {})
     ips = (
@@ -102,17 +105,18 @@ def test_missing_or_bad_key_is_an_error_item_not_a_record(rsa_key: rsa.RSAPrivat
     assert "NOT PLANNED: DKIM key file missing" in zone_text(plan)
 
 
-def test_small_rsa_and_ed25519_keys() -> None:
+def test_small_rsa_and_ed25519_keys(rsa_key: rsa.RSAPrivateKey) -> None:
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     ed = ed25519.Ed25519PrivateKey.generate()
     inv = inventory({"sender_domains": {
         "shop.test": {"pool": "transactional", "selectors": ["s2026a"]},
-        "news.test": {"pool": "marketing", "selectors": [], "ed25519_selectors": ["s1"]},
+        "news.test": {"pool": "marketing", "selectors": ["r1"], "ed25519_selectors": ["s1"]},
     }})
-    plan = plan_records(inv, {("shop.test", "s2026a"): pem(small), ("news.test", "s1"): pem(ed)})
-    warnings = sorted((p.subject, p.message) for p in plan.problems if p.check == "dkim")
-    assert [p.status for p in plan.problems if p.check == "dkim"] == ["warning", "warning"]
-    assert "only Ed25519 signatures" in warnings[0][1] and "1024 bits" in warnings[1][1]
+    plan = plan_records(inv, {("shop.test", "s2026a"): pem(small), ("news.test", "s1"): pem(ed),
+                              ("news.test", "r1"): pem(rsa_key)})
+    warnings = [p.message for p in plan.problems if p.check == "dkim"]
+    assert [p.status for p in plan.problems if p.check == "dkim"] == ["warning"]
+    assert "1024 bits" in warnings[0]
     raw = ed.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     rec = by(plan.records, "s1._domainkey.news.test", "TXT")
     assert rec.values == (f"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode()}",)  # type: ignore[attr-defined]
@@ -142,9 +146,9 @@ def test_dual_signing_publishes_both_keys_and_refuses_a_key_of_the_wrong_type(rs
 def test_spf_lookup_limit_is_an_error(rsa_key: rsa.RSAPrivateKey) -> None:
     includes = [f"_spf{i}.esp.example" for i in range(11)]
     inv = inventory(
-        {"sender_domains": {"shop.test": {"pool": "transactional", "selectors": [], "spf_include": includes}}}
+        {"sender_domains": {"shop.test": {"pool": "transactional", "selectors": ["s2026a"], "spf_include": includes}}}
     )
-    plan = plan_records(inv, {})
+    plan = plan_records(inv, keys(rsa_key))
     rec = by(plan.records, "shop.test", "TXT")
     assert rec.values == () and "11 DNS lookups (RFC 7208 allows 10)" in rec.error  # type: ignore[attr-defined]
     assert [p.message for p in plan.errors()] == [rec.error]  # type: ignore[attr-defined]
@@ -167,7 +171,7 @@ def test_mta_sts_and_tls_rpt() -> None:
             "sender_domains": {
                 "shop.test": {
                     "pool": "transactional",
-                    "selectors": [],
+                    "selectors": ["s2026a"],
                     "mta_sts": {"mode": "enforce", "mx": ["mx.shop.test"]},
                     "tls_rpt": {"rua": ["mailto:tls@shop.test"]},
                 }
@@ -184,7 +188,8 @@ def test_mta_sts_and_tls_rpt() -> None:
         inventory(
             {
                 "sender_domains": {
-                    "shop.test": {"pool": "transactional", "mta_sts": {"mode": "testing", "mx": ["mx.shop.test"]}}
+                    "shop.test": {"pool": "transactional", "selectors": ["s2026a"],
+                                  "mta_sts": {"mode": "testing", "mx": ["mx.shop.test"]}}
                 }
             }
         ),

@@ -24,6 +24,7 @@ def inventory(tmp: Path) -> Path:
         "pools: {transactional: {}}\n"
         "sender_domains: {shop.test: {pool: transactional, selectors: [s1]}}\n"
         "warmup: {growth: 1.4, resolution: 20}\n"
+        "host_domain: lab.test\nadmin_networks: [198.51.100.0/28]\nsending_ips_require_vetted: false\n"
     )
     (inv / "host_vars" / "mta1.yml").write_text(
         "sending_ips:\n"
@@ -99,6 +100,7 @@ def test_warmup_plan_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "--today 'tomorrow'" in capsys.readouterr().err
     (inv / "group_vars" / "all" / "pools.yml").write_text(
         "pools: {transactional: {}}\nsender_domains: {}\nwarmup: {speed: 3}\n"
+        "host_domain: lab.test\nadmin_networks: [198.51.100.0/28]\nsending_ips_require_vetted: false\n"
     )
     assert main(["warmup", "plan", "-i", str(inv)]) == 2
     assert "warmup.speed: unknown setting" in capsys.readouterr().err

@@ -48,7 +48,9 @@ addresses = st.one_of(st.integers(0, V4.num_addresses - 1).map(lambda i: V4[i]),
 
 
 def inventory(global_vars: dict[str, Any], hosts: dict[str, dict[str, Any]]) -> Any:
-    return build_inventory(Path("/inv"), [VarSource("group_vars/all/pools.yml", global_vars)],
+    site = {"host_domain": "lab.test", "admin_networks": ["198.51.100.0/28"]}
+    return build_inventory(Path("/inv"), [VarSource("group_vars/all/site.yml", site),
+                                          VarSource("group_vars/all/pools.yml", global_vars)],
                            [HostSource(h, ("senders",), [VarSource(f"host_vars/{h}.yml", v)])
                             for h, v in hosts.items()])
 
@@ -337,7 +339,6 @@ def test_spf_parse_count_and_lint_never_crash(record: str, published: list[str])
 def test_dkim_and_dmarc_records_of_any_shape_are_linted_not_crashed_on(record: str, published: list[str],
                                                                        active: bool) -> None:
     from sendfleet.core import dkim, dmarc
-    from sendfleet.core.readiness import parse_dmarc
 
     try:
         tags = dkim.parse_tags(record)
@@ -348,12 +349,59 @@ def test_dkim_and_dmarc_records_of_any_shape_are_linted_not_crashed_on(record: s
         assert finding.message
     for finding in dmarc.lint("shop.test", [record, *published]):
         assert finding.message
-    tags2 = parse_dmarc(record)
-    assert tags2 is None or (tags2["v"] == "DMARC1" and tags2["p"].lower() in ("none", "quarantine", "reject"))
+    try:
+        parsed = dmarc.parse(record)
+    except dmarc.DmarcSyntaxError:
+        parsed = None
+    if parsed is not None:  # usable: v=DMARC1 first, a policy second, every effective value in its domain
+        assert dmarc.is_dmarc(record) and list(parsed.tags)[:2] == ["v", "p"]
+        assert parsed.p in dmarc.POLICIES and parsed.adkim in "rs" and parsed.aspf in "rs"
+        assert 0 <= parsed.pct <= 100 and all("\n" not in problem for problem in parsed.problems)
+    found = dmarc.discover("news.shop.co.uk", lambda name: [record, *published])
+    assert found.name == "_dmarc.news.shop.co.uk" or not any(map(dmarc.is_dmarc, [record, *published]))
+
+
+domain_names = st.one_of(st.text(max_size=40), st.lists(st.sampled_from(
+    ["shop", "evil", "co", "uk", "com", "au", "github", "io", "test", "xn--p1ai", "", "*", "www"]), max_size=5
+).map(".".join))
 
 
 @PROPS
-@given(value=st.one_of(st.text(max_size=120), st.builds(
+@given(a=domain_names, b=domain_names, mode=st.sampled_from(["r", "s", "x"]))
+def test_organizational_domains_and_alignment_of_any_name(a: str, b: str, mode: str) -> None:
+    from sendfleet.core import dmarc
+
+    org = dmarc.org_domain(a)
+    name = a.strip().rstrip(".").lower()
+    assert org == name or name.endswith("." + org)  # the org domain is the name or one of its parents
+    assert dmarc.org_domain(org) == org
+    if name:
+        assert dmarc.aligned(a, a, mode)
+        assert dmarc.discovery_names(a)[0] == f"_dmarc.{name}"
+    assert dmarc.aligned(a, b, mode) == dmarc.aligned(b, a, mode)
+    if dmarc.aligned(a, b, "s"):
+        assert dmarc.aligned(a, b, "r")
+
+
+hostnames = st.lists(st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?\Z"), min_size=2, max_size=4).map(".".join)
+client_ips = st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)).map(str)
+# the client part of each form the seed mailboxes' MTAs write (tests/unit/test_readiness_received.py: real ones)
+RECEIVED_FORMS = {
+    "postfix": "from {helo} (rdns.example [{ip}]) (using TLSv1.3 with cipher X) by mx.example (Postfix) with ESMTPS",
+    "gmail": "from {helo} ({helo}. [{ip}]) by mx.google.com with ESMTPS id x for <a@b> (version=TLS1_3 cipher=X)",
+    "microsoft": "from {helo} ({ip}) by X.mail.protection.outlook.com (10.167.242.74) with Microsoft SMTP "
+                 "Server (version=TLS1_2, cipher=X) id 15.20.1 via Frontend Transport; date",
+    "yahoo": "from {ip} (EHLO {helo}) by atlas1.free.mail.bf1.yahoo.com with SMTPs; date",
+    "yahoo-mta": "from 127.0.0.1  (EHLO {helo}) ({ip}) by mta1.mail.bf1.yahoo.com with SMTPS; date",
+    "exim": "from rdns.example ([{ip}]:4711 helo={helo}) by mx.example with esmtps (TLS1.3) tls X (Exim 4.96)",
+}
+
+
+@PROPS
+@given(value=st.one_of(st.text(max_size=160), st.lists(st.sampled_from(
+    ["from", "by", "with", "(", ")", "[", "]", "EHLO", "helo=", "198.51.100.70", "2001:db8::1", "[198.51.100.70]",
+     "(198.51.100.70)", "IPv6:", "ESMTPS", "SMTPs", "version=TLS1_2", ";", "mx.test", "\n\t", ":25", "\""]),
+    max_size=14).map(" ".join), st.builds(
     lambda helo, ip, tls: f"from {helo} ({helo} [{ip}]){' (using ' + tls + ' with cipher X)' if tls else ''} by "
                           f"sink.lab.test (Postfix) with ESMTP{'S' if tls else ''} id ABC",
     st.text(max_size=20), st.text(max_size=20), st.sampled_from(["", "TLSv1.3", "TLSv1.2", "junk"]))))
@@ -361,5 +409,16 @@ def test_received_headers_of_any_shape_are_parsed_or_ignored(value: str) -> None
     from sendfleet.core.readiness import parse_received
 
     hop = parse_received(value)
-    if hop is not None:
-        assert isinstance(hop.helo, str | type(None))
+    if hop is not None:  # a client IP is only reported when the header names a valid one
+        assert str(ipaddress.ip_address(hop.ip)) == hop.ip
+        assert "\n" not in hop.helo and " " not in hop.helo
+
+
+@PROPS
+@given(form=st.sampled_from(sorted(RECEIVED_FORMS)), helo=hostnames, ip=client_ips)
+def test_every_provider_form_yields_the_client_ip_and_helo(form: str, helo: str, ip: str) -> None:
+    from sendfleet.core.readiness import parse_received
+
+    hop = parse_received(RECEIVED_FORMS[form].format(helo=helo, ip=ip))
+    assert hop is not None and (hop.ip, hop.helo) == (str(ipaddress.ip_address(ip)), helo)
+    assert hop.tls_protocol is not None

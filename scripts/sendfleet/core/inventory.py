@@ -42,17 +42,18 @@ import binascii
 import hashlib
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from sendfleet.errors import UsageError
+from sendfleet.errors import InventoryError, UsageError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 RdnsGateMode = Literal["enforce", "warn", "off"]
+_T = TypeVar("_T")
 
 DEFAULT_TTL = 3600
 DEFAULT_SPF_ALL = "~all"
@@ -60,6 +61,7 @@ TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_TLD = re.compile(r"^[a-z]{2,63}$")
 _POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -312,6 +314,19 @@ def is_domain_name(value: str, *, allow_underscore: bool = True) -> bool:
     return all(pattern.match(label) for label in name.split("."))
 
 
+def is_fqdn(value: str) -> bool:
+    """A fully qualified host or mail domain name: letters, digits and '-' (no '_'), at least two labels, an
+    alphabetic top-level label. The rule for sender domains, PTR/HELO names and the senders' own names."""
+    name = normalize_name(value)
+    return is_domain_name(name, allow_underscore=False) and "." in name and bool(_TLD.match(name.rsplit(".", 1)[1]))
+
+
+def is_selector(value: str) -> bool:
+    """A DKIM selector as sendfleet publishes it: one or more DNS labels of letters, digits and '-' (RFC 6376
+    3.1 takes the sub-domain syntax of RFC 5321, which has no '_'), not ending in `_domainkey`."""
+    return is_domain_name(value, allow_underscore=False)
+
+
 class Vaulted:
     """A value encrypted with ansible-vault: sendfleet cannot read it (it fails only if it is needed)."""
 
@@ -376,10 +391,15 @@ def _int(value: Any, where: str, lo: int, hi: int) -> int:
 
 
 def _domain(value: Any, where: str, *, hostname: bool = False) -> str:
+    """A DNS name; `hostname`: a fully qualified host or mail domain name (`is_fqdn`)."""
     text = _str(value, where)
-    if not is_domain_name(text, allow_underscore=not hostname):
-        kind = "host name" if hostname else "domain name"
-        raise UsageError(f"{where}: {text!r} is not a valid {kind}")
+    if hostname and not is_fqdn(text):
+        raise UsageError(
+            f"{where}: {text!r} is not a fully qualified name (labels of a-z, 0-9 and '-', at least two,"
+            " the last alphabetic)"
+        )
+    if not is_domain_name(text):
+        raise UsageError(f"{where}: {text!r} is not a valid domain name")
     return normalize_name(text)
 
 
@@ -499,8 +519,10 @@ def _selectors(spec: Mapping[str, Any], key: str, field_name: str, taken: list[s
     selectors: list[str] = []
     for i, sel in enumerate(_list(spec.get(field_name), f"{key}.{field_name}", scalar_ok=True)):
         selector = _str(sel, f"{key}.{field_name}[{i}]").strip().lower()
-        if not is_domain_name(selector) or selector.endswith("_domainkey"):
-            raise UsageError(f"{key}.{field_name}[{i}]: {selector!r} is not a valid DKIM selector")
+        if not is_selector(selector):
+            raise UsageError(
+                f"{key}.{field_name}[{i}]: {selector!r} is not a valid DKIM selector (DNS labels of a-z, 0-9, '-')"
+            )
         if selector in selectors or selector in taken:
             raise UsageError(f"{key}.{field_name}[{i}]: selector {selector!r} is listed twice "
                              "(a selector names one key: RSA in selectors, Ed25519 in ed25519_selectors)")
@@ -520,85 +542,136 @@ def _signing(spec: Mapping[str, Any], key: str, field_name: str, selectors: list
     return str(signing)
 
 
-def _sender_domains(v: _Vars, pools: Mapping[str, Pool]) -> dict[str, SenderDomain]:
+class _Problems:
+    """Every problem of an inventory, each naming its file and key: a part that fails is reported and the
+    next part is still checked, so that one run lists them all."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def check(self, fn: Callable[..., _T], *args: Any, default: _T) -> _T:
+        try:
+            return fn(*args)
+        except UsageError as err:
+            self.found.append(one_line(str(err)))
+            return default
+
+
+def _sender_domains(v: _Vars, pools: Mapping[str, Pool], problems: _Problems) -> dict[str, SenderDomain]:
     raw = v.get("sender_domains")
     where = f"{v.where('sender_domains')}: sender_domains"
     domains: dict[str, SenderDomain] = {}
-    for name, spec in _mapping(raw, where).items():
-        domain = _domain(name, where)
-        key = f"{where}.{domain}"
-        spec = _mapping(spec, key)
-        pool = _str(spec.get("pool"), f"{key}.pool") if spec.get("pool") is not None else None
-        if pool is None:
-            raise UsageError(f"{key}.pool: missing (every sender domain sends through one pool)")
-        if pool not in pools:
-            raise UsageError(f"{key}.pool: unknown pool {pool!r} (known: {', '.join(sorted(pools)) or 'none'})")
-        selectors = _selectors(spec, key, "selectors", [])
-        ed25519_selectors = _selectors(spec, key, "ed25519_selectors", selectors)
-        signing = _signing(spec, key, "signing_selector", selectors)
-        ed25519_signing = _signing(spec, key, "ed25519_signing_selector", ed25519_selectors)
-        tls_rpt = None
-        if spec.get("tls_rpt"):
-            tspec = _mapping(spec["tls_rpt"], f"{key}.tls_rpt")
-            rua = _uri_list(tspec.get("rua", f"mailto:tlsrpt@{domain}"), f"{key}.tls_rpt.rua")
-            tls_rpt = TlsRpt(rua)
-        includes = tuple(
-            _domain(d, f"{key}.spf_include[{i}]")
-            for i, d in enumerate(_list(spec.get("spf_include"), f"{key}.spf_include", scalar_ok=True))
-        )
-        known = {"pool", "selectors", "signing_selector", "ed25519_selectors", "ed25519_signing_selector", "dmarc",
-                 "mta_sts", "tls_rpt", "spf_include", "spf_all"}
-        for extra in spec:
-            if extra not in known:
-                raise UsageError(f"{key}.{extra}: unknown setting (known: {', '.join(sorted(known))})")
-        domains[domain] = SenderDomain(
-            name=domain,
-            pool=pool,
-            selectors=tuple(selectors),
-            dmarc=_dmarc(spec.get("dmarc"), domain, f"{key}.dmarc"),
-            mta_sts=_mta_sts(spec.get("mta_sts"), f"{key}.mta_sts"),
-            tls_rpt=tls_rpt,
-            spf_include=includes,
-            signing_selector=signing,
-            ed25519_selectors=tuple(ed25519_selectors),
-            ed25519_signing_selector=ed25519_signing,
-            spf_all=_choice(spec.get("spf_all", DEFAULT_SPF_ALL), f"{key}.spf_all", ("-all", "~all", "?all", "+all")),
-        )
+    empty: Mapping[str, Any] = {}
+    for name, spec in problems.check(_mapping, raw, where, default=empty).items():
+        sender = problems.check(_sender_domain, name, spec, where, pools, problems, default=None)
+        if sender is not None:
+            domains[sender.name] = sender
     return domains
 
 
-def _sending_ips(host: HostSource, hv: _Vars, pools: Mapping[str, Pool]) -> tuple[SendingIp, ...]:
-    raw = hv.get("sending_ips")
+def _pool_name(spec: Mapping[str, Any], key: str, pools: Mapping[str, Pool], what: str) -> str:
+    """The `pool` of an entry: present and one of `pools`."""
+    if spec.get("pool") is None:
+        raise UsageError(f"{key}.pool: missing ({what})")
+    pool = _str(spec.get("pool"), f"{key}.pool")
+    if pool not in pools:
+        raise UsageError(f"{key}.pool: unknown pool {pool!r} (known: {', '.join(sorted(pools)) or 'none'})")
+    return pool
+
+
+_DOMAIN_SETTINGS = ("pool", "selectors", "signing_selector", "ed25519_selectors", "ed25519_signing_selector",
+                    "dmarc", "mta_sts", "tls_rpt", "spf_include", "spf_all")
+
+
+def _sender_domain(
+    name: Any, spec: Any, where: str, pools: Mapping[str, Pool], problems: _Problems
+) -> SenderDomain | None:
+    """One sender domain; each of its settings is checked on its own, so that all its problems are listed."""
+    domain = _domain(name, where, hostname=True)
+    key = f"{where}.{domain}"
+    spec = _mapping(spec, key)
+    found = len(problems.found)
+    for extra in spec:
+        if extra not in _DOMAIN_SETTINGS:
+            problems.found.append(f"{key}.{extra}: unknown setting (known: {', '.join(sorted(_DOMAIN_SETTINGS))})")
+    pool = problems.check(_pool_name, spec, key, pools, "every sender domain sends through one pool", default="")
+    no_selectors: list[str] = []
+    if not spec.get("selectors"):
+        problems.found.append(
+            f"{key}.selectors: missing (every sender domain signs with at least one RSA DKIM selector)"
+        )
+    selectors = problems.check(_selectors, spec, key, "selectors", [], default=no_selectors)
+    ed25519_selectors = problems.check(_selectors, spec, key, "ed25519_selectors", selectors, default=no_selectors)
+    signing = problems.check(_signing, spec, key, "signing_selector", selectors, default=None)
+    ed25519_signing = problems.check(_signing, spec, key, "ed25519_signing_selector", ed25519_selectors, default=None)
+    tls_rpt = problems.check(_tls_rpt, spec.get("tls_rpt"), domain, f"{key}.tls_rpt", default=None)
+    no_includes: tuple[str, ...] = ()
+    includes = problems.check(_spf_includes, spec.get("spf_include"), f"{key}.spf_include", default=no_includes)
+    dmarc = problems.check(_dmarc, spec.get("dmarc"), domain, f"{key}.dmarc", default=None)
+    mta_sts = problems.check(_mta_sts, spec.get("mta_sts"), f"{key}.mta_sts", default=None)
+    spf_all = problems.check(_choice, spec.get("spf_all", DEFAULT_SPF_ALL), f"{key}.spf_all",
+                             ("-all", "~all", "?all", "+all"), default=DEFAULT_SPF_ALL)
+    if len(problems.found) > found:
+        return None
+    return SenderDomain(
+        name=domain,
+        pool=pool,
+        selectors=tuple(selectors),
+        dmarc=dmarc,
+        mta_sts=mta_sts,
+        tls_rpt=tls_rpt,
+        spf_include=includes,
+        signing_selector=signing,
+        ed25519_selectors=tuple(ed25519_selectors),
+        ed25519_signing_selector=ed25519_signing,
+        spf_all=spf_all,
+    )
+
+
+def _tls_rpt(raw: Any, domain: str, where: str) -> TlsRpt | None:
+    if not raw:
+        return None
+    tspec = _mapping(raw, where)
+    return TlsRpt(_uri_list(tspec.get("rua", f"mailto:tlsrpt@{domain}"), f"{where}.rua"))
+
+
+def _spf_includes(raw: Any, where: str) -> tuple[str, ...]:
+    return tuple(_domain(d, f"{where}[{i}]") for i, d in enumerate(_list(raw, where, scalar_ok=True)))
+
+
+def _sending_ips(
+    host: HostSource, hv: _Vars, pools: Mapping[str, Pool], problems: _Problems
+) -> tuple[SendingIp, ...]:
     where = f"{hv.where('sending_ips')}: sending_ips"
     result = []
-    for i, item in enumerate(_list(raw, where)):
-        key = f"{where}[{i}]"
-        spec = _mapping(item, key)
-        if "ip" not in spec:
-            raise UsageError(f"{key}.ip: missing")
-        ip = _ip(spec["ip"], f"{key}.ip")
-        pool = _str(spec.get("pool"), f"{key}.pool") if spec.get("pool") is not None else None
-        if pool is None:
-            raise UsageError(f"{key}.pool: missing")
-        if pool not in pools:
-            raise UsageError(f"{key}.pool: unknown pool {pool!r} (known: {', '.join(sorted(pools)) or 'none'})")
-        if spec.get("ptr") is None:
-            raise UsageError(f"{key}.ptr: missing (the PTR and HELO name of {ip})")
-        ptr = _domain(spec["ptr"], f"{key}.ptr", hostname=True)
-        helo = _domain(spec["helo"], f"{key}.helo", hostname=True) if spec.get("helo") is not None else ptr
-        result.append(
-            SendingIp(
-                ip=ip,
-                pool=pool,
-                ptr=ptr,
-                host=host.name,
-                helo=helo,
-                warmup_start=_date(spec.get("warmup_start"), f"{key}.warmup_start"),
-                source=hv.where("sending_ips"),
-                weight=_int(spec.get("weight", 1), f"{key}.weight", 1, 100),
-            )
-        )
+    empty: list[Any] = []
+    for i, item in enumerate(problems.check(_list, hv.get("sending_ips"), where, default=empty)):
+        sip = problems.check(_sending_ip, host, hv, item, f"{where}[{i}]", pools, default=None)
+        if sip is not None:
+            result.append(sip)
     return tuple(result)
+
+
+def _sending_ip(host: HostSource, hv: _Vars, item: Any, key: str, pools: Mapping[str, Pool]) -> SendingIp:
+    spec = _mapping(item, key)
+    if "ip" not in spec:
+        raise UsageError(f"{key}.ip: missing")
+    ip = _ip(spec["ip"], f"{key}.ip")
+    pool = _pool_name(spec, key, pools, f"the pool {ip} sends for")
+    if spec.get("ptr") is None:
+        raise UsageError(f"{key}.ptr: missing (the PTR and HELO name of {ip})")
+    ptr = _domain(spec["ptr"], f"{key}.ptr", hostname=True)
+    helo = _domain(spec["helo"], f"{key}.helo", hostname=True) if spec.get("helo") is not None else ptr
+    return SendingIp(
+        ip=ip,
+        pool=pool,
+        ptr=ptr,
+        host=host.name,
+        helo=helo,
+        warmup_start=_date(spec.get("warmup_start"), f"{key}.warmup_start"),
+        source=hv.where("sending_ips"),
+        weight=_int(spec.get("weight", 1), f"{key}.weight", 1, 100),
+    )
 
 
 def _vetted(v: _Vars, pools: Mapping[str, Pool]) -> dict[str, tuple[VettedIp, ...]]:
@@ -654,11 +727,13 @@ def _resolver(v: _Vars) -> ResolverSettings:
 
 
 def build_inventory(path: Path, global_vars: Sequence[VarSource], hosts: Sequence[HostSource]) -> Inventory:
-    """Validate the variables and build the model. Raises UsageError naming the file and key (one line)."""
-    try:
-        return _build(path, global_vars, hosts)
-    except UsageError as err:
-        raise UsageError(one_line(str(err))) from None
+    """Validate the variables and build the model. Raises InventoryError (a UsageError) listing every problem,
+    each naming its file and key; its message is the first one (one line)."""
+    problems = _Problems()
+    inventory = _build(path, global_vars, hosts, problems)
+    if problems.found:
+        raise InventoryError(problems.found)
+    return inventory
 
 
 def one_line(text: str) -> str:
@@ -666,41 +741,102 @@ def one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
-def _build(path: Path, global_vars: Sequence[VarSource], hosts: Sequence[HostSource]) -> Inventory:
+def _bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _str(value, where).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise UsageError(f"{where}: expected true or false, got {text!r}")
+
+
+def _check_host(hsrc: HostSource, hv: _Vars, ips: tuple[SendingIp, ...], vetted: Mapping[str, Any]) -> None:
+    """The rules on a sender host itself: its own name (the base role's FQDN: the inventory name when it has
+    a dot, else <name>.<host_domain>) and, unless sending_ips_require_vetted is false, every sending IP vetted
+    for its pool (`sendfleet vet --admit` put it in vetted_ips)."""
+    if "senders" not in hsrc.groups:
+        return
+    if "." in hsrc.name:
+        if not is_fqdn(hsrc.name):
+            raise UsageError(f"hosts: {hsrc.name}: not a fully qualified host name (labels of a-z, 0-9 and '-')")
+    else:
+        domain = hv.get("host_domain")
+        if domain is None or domain == "":
+            raise hv.fail("host_domain", f"missing: sender {hsrc.name} needs it for its name {hsrc.name}.<host_domain>")
+        where = f"{hv.where('host_domain')}: host_domain"
+        _domain(f"{hsrc.name}.{_str(domain, where)}", f"{where} (sender {hsrc.name}'s name)", hostname=True)
+    if _bool(hv.get("sending_ips_require_vetted", True), f"{hv.where('sending_ips_require_vetted')}: "
+                                                          "sending_ips_require_vetted"):
+        for sip in ips:
+            pool = vetted.get(sip.pool, ())
+            if not any(entry.ip == sip.ip for entry in pool):
+                raise UsageError(
+                    f"{sip.source}: sending_ips: {sip.ip} is not in vetted_ips[{sip.pool}]"
+                    " (admit it with `sendfleet vet --admit`, or set sending_ips_require_vetted: false)"
+                )
+
+
+def _build(
+    path: Path, global_vars: Sequence[VarSource], hosts: Sequence[HostSource], problems: _Problems
+) -> Inventory:
     v = _Vars(global_vars)
-    pools = _pools(v)
-    domains = _sender_domains(v, pools)
+    no_pools: dict[str, Pool] = {}
+    pools = problems.check(_pools, v, default=no_pools)
+    domains = _sender_domains(v, pools, problems)
 
     zones_where = f"{v.where('dns_zones')}: dns_zones"
-    zones = tuple(_domain(z, f"{zones_where}[{i}]") for i, z in enumerate(_list(v.get("dns_zones"), zones_where)))
+    no_zones: list[Any] = []
+    zone_names: list[str | None] = [
+        problems.check(_domain, z, f"{zones_where}[{i}]", default=None)
+        for i, z in enumerate(problems.check(_list, v.get("dns_zones"), zones_where, default=no_zones))
+    ]
+    zones = tuple(z for z in zone_names if z is not None)
 
     gate_raw = v.get("rdns_gate", "enforce")
     gate_raw = "off" if gate_raw is False else gate_raw
-    gate = _choice(gate_raw, f"{v.where('rdns_gate')}: rdns_gate", ("enforce", "warn", "off"))
+    gate = problems.check(_choice, gate_raw, f"{v.where('rdns_gate')}: rdns_gate", ("enforce", "warn", "off"),
+                          default="enforce")
     dkim_raw = v.get("dkim_keys_dir")
     dkim_dir = path / "dkim"
     if dkim_raw is not None:
-        dkim_path = Path(_str(dkim_raw, f"{v.where('dkim_keys_dir')}: dkim_keys_dir"))
-        dkim_dir = dkim_path if dkim_path.is_absolute() else path / dkim_path
+        dkim_text = problems.check(_str, dkim_raw, f"{v.where('dkim_keys_dir')}: dkim_keys_dir", default=None)
+        if dkim_text is not None:
+            dkim_path = Path(dkim_text)
+            dkim_dir = dkim_path if dkim_path.is_absolute() else path / dkim_path
+    no_vetted: dict[str, tuple[VettedIp, ...]] = {}
+    vetted = problems.check(_vetted, v, pools, default=no_vetted)
 
     built_hosts: dict[str, Host] = {}
     seen: dict[IPAddress, SendingIp] = {}
     for hsrc in hosts:
         hv = _Vars([*global_vars, *hsrc.vars])
-        ips = _sending_ips(hsrc, hv, pools)
+        ips = _sending_ips(hsrc, hv, pools, problems)
         for sip in ips:
             if sip.ip in seen:
                 other = seen[sip.ip]
-                raise UsageError(
+                problems.found.append(
                     f"{sip.source}: sending_ips: {sip.ip} is also assigned to host {other.host} ({other.source})"
                 )
             seen[sip.ip] = sip
+        problems.check(_check_host, hsrc, hv, ips, vetted, default=None)
         built_hosts[hsrc.name] = Host(hsrc.name, hsrc.groups, ips, dict(hv.values))
 
     nets: dict[str, tuple[IPNetwork, ...]] = {}
     for key in ("app_networks", "admin_networks"):
         where = f"{v.where(key)}: {key}"
-        nets[key] = tuple(_network(n, f"{where}[{i}]") for i, n in enumerate(_list(v.get(key), where)))
+        no_nets: list[Any] = []
+        parsed: list[IPNetwork | None] = [
+            problems.check(_network, n, f"{where}[{i}]", default=None)
+            for i, n in enumerate(problems.check(_list, v.get(key), where, default=no_nets))
+        ]
+        nets[key] = tuple(n for n in parsed if n is not None)
+    if not nets["admin_networks"] and any("senders" in h.groups for h in hosts) and v.get("admin_networks") is None:
+        problems.found.append(
+            f"{v.where('admin_networks')}: admin_networks: missing (the networks that may SSH to the senders;"
+            " the base role's firewall would lock everyone out)"
+        )
 
     return Inventory(
         path=path,
@@ -708,14 +844,15 @@ def _build(path: Path, global_vars: Sequence[VarSource], hosts: Sequence[HostSou
         pools=pools,
         sender_domains=domains,
         dns_zones=zones,
-        dns_update=_dns_update(v),
-        resolver=_resolver(v),
+        dns_update=problems.check(_dns_update, v, default=None),
+        resolver=problems.check(_resolver, v, default=ResolverSettings(())),
         rdns_gate="warn" if gate == "warn" else "off" if gate == "off" else "enforce",
         dkim_dir=dkim_dir,
-        dns_ttl=_int(v.get("dns_ttl", DEFAULT_TTL), f"{v.where('dns_ttl')}: dns_ttl", 1, 604800),
+        dns_ttl=problems.check(_int, v.get("dns_ttl", DEFAULT_TTL), f"{v.where('dns_ttl')}: dns_ttl", 1, 604800,
+                               default=DEFAULT_TTL),
         app_networks=nets["app_networks"],
         admin_networks=nets["admin_networks"],
-        vetted_ips=_vetted(v, pools),
+        vetted_ips=vetted,
         vars=dict(v.values),
     )
 
