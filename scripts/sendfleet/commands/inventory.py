@@ -7,7 +7,7 @@ before any host changes, so `site.yml`, `sendfleet dns plan` and this command re
     sendfleet inventory check -i inventories/prod
     sendfleet inventory check -i inventories/prod --format json
 
-Exit codes: 0 no problem, 1 problems found (listed), 2 bad usage.
+Exit codes: 0 no problem, 1 problems found (listed), 2 bad usage or files that are not an inventory.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sendfleet.errors import EXIT_OK, EXIT_PROBLEMS, InventoryError, UsageError
+from sendfleet.errors import EXIT_OK, EXIT_PROBLEMS, InventoryError
 
 
 def register(sub: Any) -> None:
@@ -41,15 +41,14 @@ def register(sub: Any) -> None:
 
 
 def inventory_problems(path: Path) -> list[str]:
-    """Every problem of the inventory at `path` (empty: sendfleet accepts it)."""
+    """Every problem of the inventory at `path` (empty: sendfleet accepts it). Files that cannot be read as
+    an inventory (missing, not YAML) raise UsageError: one line, exit 2, as in every command."""
     from sendfleet.inventory_io import load_inventory
 
     try:
         load_inventory(path)
     except InventoryError as err:
         return list(err.problems)
-    except UsageError as err:  # the files themselves: missing, unreadable, not YAML
-        return [str(err)]
     return []
 
 
