@@ -14,10 +14,10 @@ from sendfleet.core.holder import (
     AsnOrigin,
     announced_covers,
     holder_warnings,
-    looks_generic,
     parse_asname_txt,
     parse_origin_txt,
 )
+from sendfleet.core.ptrname import looks_generic
 from sendfleet.core.resolvers import (
     Resolver,
     parse_resolver,

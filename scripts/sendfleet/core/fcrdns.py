@@ -2,7 +2,7 @@
 
 An IP passes when, as a resolver sees it:
   1. it has exactly one PTR record;
-  2. the PTR name does not look generic (digits of the IP in it, or words like dyn/dhcp/pool/static);
+  2. the PTR name does not look generic (sendfleet.core.ptrname, the rule `sendfleet vet` reports with too);
   3. that name resolves (A for IPv4, AAAA for IPv6) back to the IP;
   4. that name equals the HELO name of the IP's transport (and the inventory's `ptr`).
 With `rdns_gate: warn` (or `off`) a failing IP still passes (`passed` true) but keeps its reasons and
@@ -13,59 +13,12 @@ The `sending_ips`/`postfix` roles call `sendfleet dns gate --format json` and ke
 from __future__ import annotations
 
 import ipaddress
-import re
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from sendfleet.core.inventory import IPAddress, RdnsGateMode, SendingIp, normalize_name
+from sendfleet.core.inventory import RdnsGateMode, SendingIp, normalize_name
 from sendfleet.core.lookup import Lookup
-
-GENERIC_WORDS = frozenset(
-    {
-        "dyn",
-        "dynamic",
-        "dynip",
-        "dhcp",
-        "pool",
-        "static",
-        "dsl",
-        "adsl",
-        "vdsl",
-        "xdsl",
-        "sdsl",
-        "cable",
-        "ppp",
-        "pppoe",
-        "dial",
-        "dialup",
-        "dialin",
-        "broadband",
-        "bb",
-        "cust",
-        "customer",
-        "customers",
-        "client",
-        "clients",
-        "res",
-        "resident",
-        "residential",
-        "unknown",
-        "unassigned",
-        "nat",
-        "mobile",
-        "wireless",
-        "wifi",
-        "lte",
-        "ftth",
-        "fttx",
-        "fiber",
-        "reverse",
-        "rev",
-        "generic",
-        "noptr",
-    }
-)
+from sendfleet.core.ptrname import generic_reasons
 
 
 @dataclass(frozen=True)
@@ -93,33 +46,6 @@ class GateVerdict:
             "mode": self.mode,
             "reasons": list(self.reasons),
         }
-
-
-def generic_reasons(name: str, ip: IPAddress) -> list[str]:
-    """Why a PTR name looks like an ISP's generic name for `ip` (empty: it does not)."""
-    name = normalize_name(name)
-    reasons: list[str] = []
-    tokens = [t for t in re.split(r"[.\-_]", name) if t]
-    words = sorted({w for t in tokens if (w := t.strip("0123456789")) in GENERIC_WORDS})
-    if words:
-        reasons.append(f"PTR name {name} looks generic (contains {', '.join(words)})")
-    if isinstance(ip, ipaddress.IPv4Address):
-        octets = [str(o) for o in ip.packed]
-        runs = [str(int(r)) for r in re.findall(r"\d+", name)]
-        matched = sum((Counter(runs) & Counter(octets)).values())
-        pairs = {(octets[2], octets[3]), (octets[3], octets[2])}
-        adjacent = any((runs[i], runs[i + 1]) in pairs for i in range(len(runs) - 1))
-        hexform = ip.packed.hex()
-        if matched >= 3 or adjacent or hexform in name.replace("-", "") or str(int(ip)) in runs:
-            reasons.append(f"PTR name {name} looks generic (built from the digits of {ip})")
-    else:
-        hextets = [h.lstrip("0") or "0" for h in ip.exploded.split(":")]
-        nonzero = Counter(h for h in hextets if h != "0")
-        found = sum((Counter(t.lstrip("0") or "0" for t in tokens) & nonzero).values())
-        compact = ip.exploded.replace(":", "")
-        if found >= 3 or compact[-12:] in name.replace("-", "") or compact[-12:][::-1] in name.replace(".", ""):
-            reasons.append(f"PTR name {name} looks generic (built from the digits of {ip})")
-    return reasons
 
 
 def evaluate(sip: SendingIp, lookup: Lookup, mode: RdnsGateMode = "enforce") -> GateVerdict:

@@ -1,6 +1,7 @@
 """Who holds an address and what its reverse DNS looks like: not gating, reported. Pure.
 
-- PTR: generic-looking names (`1-2-3-4.dyn.isp.example`) hurt: Yahoo and others want a non-generic PTR.
+- PTR: generic-looking names (`1-2-3-4.dyn.isp.example`) hurt: Yahoo and others want a non-generic PTR
+  (sendfleet.core.ptrname decides, the same rule as the FCrDNS gate).
 - Holder: Team-Cymru-style DNS (`origin.asn.cymru.com` TXT "ASN | prefix | CC | registry | date",
   `asn.cymru.com` TXT "ASN | CC | registry | date | NAME"), with warnings for large cloud providers' ASNs and
   small announced prefixes (providers block whole announced subnets; larger subnets mitigate this risk).
@@ -9,67 +10,8 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-
-#: Tokens that mark a name as assigned to end users or not really assigned at all.
-GENERIC_TOKENS = frozenset(
-    {
-        "dyn",
-        "dynamic",
-        "dynip",
-        "dhcp",
-        "pool",
-        "dsl",
-        "adsl",
-        "vdsl",
-        "xdsl",
-        "cable",
-        "ppp",
-        "pppoe",
-        "dial",
-        "dialup",
-        "dialin",
-        "client",
-        "clients",
-        "broadband",
-        "bb",
-        "cust",
-        "customer",
-        "customers",
-        "res",
-        "resident",
-        "residential",
-        "user",
-        "users",
-        "home",
-        "unassigned",
-        "unknown",
-        "nat",
-        "cpe",
-        "ftth",
-        "fttx",
-        "fiber",
-        "mobile",
-        "wireless",
-        "wifi",
-        "lte",
-        "gprs",
-        "dip",
-        "static",
-        "generic",
-        "in-addr",
-        "rev",
-        "reverse",
-        "ptr",
-        "noptr",
-        "no-reverse",
-        "hosted-by",
-        "vps",
-        "ip",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -78,44 +20,6 @@ class PtrInfo:
     name: str | None = None
     generic: bool = False
     detail: str | None = None  # when the lookup failed
-
-
-def looks_generic(name: str, address: str) -> bool:
-    """True when a PTR name embeds the address or carries an end-user/generic token."""
-    host = name.lower().rstrip(".")
-    addr = ipaddress.ip_address(address)
-    if addr.version == 4:
-        octets = str(addr).split(".")
-        rev = list(reversed(octets))
-        for parts in (octets, rev):
-            for sep in ("-", ".", "_", ""):
-                if sep == "" and parts is rev:
-                    continue
-                if sep.join(parts) in host:
-                    return True
-            padded = "".join(p.zfill(3) for p in parts)
-            if padded in host:
-                return True
-        if format(int(addr), "08x") in host:
-            return True
-        # the last two octets with a separator next to an ISP-like label, e.g. host-100-66.example
-        if re.search(rf"(^|[.\-_]){octets[2]}[.\-_]{octets[3]}([.\-_]|$)", host):
-            return True
-    else:
-        compact = format(int(addr), "032x")
-        if compact[16:] in host.replace("-", "").replace(".", "").replace(":", ""):
-            return True
-    tokens = re.split(r"[.\-_]+", host)
-    for token in tokens[:-1]:  # the TLD says nothing
-        alpha = re.match(r"[a-z]+", token)
-        if token in GENERIC_TOKENS or (
-            alpha
-            and alpha.group(0) in GENERIC_TOKENS
-            and token != alpha.group(0)
-            and token[len(alpha.group(0)) :].isdigit()
-        ):
-            return True
-    return False
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from sendfleet.core.holder import (
     PtrInfo,
     announced_covers,
     holder_warnings,
-    looks_generic,
     parse_asname_txt,
     parse_origin_txt,
 )
+from sendfleet.core.ptrname import looks_generic
 from sendfleet.core.resolvers import Resolver, resolv_conf_nameservers
 from sendfleet.core.targets import TargetSet
 from sendfleet.core.verdicts import (
