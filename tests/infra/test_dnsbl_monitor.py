@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from sendfleet.core.metrics import parse, samples_of
-from sendfleet.core.poolmap import randmap_members
+from sendfleet.core.poolmap import randmap_members, transport_name
 from tests.infra.conftest import Expect, postconf
 
 
@@ -46,8 +46,7 @@ def test_pool_selection_agrees_with_the_monitor(host: Any, expect: Expect) -> No
     problems = []
     for sip in expect.in_service:
         ip = str(sip.ip)
-        slug = sip.ip.exploded.replace(":", "") if sip.version == 6 else ip.replace(".", "_")
-        transport = f"{prefix}_{slug}"
+        transport = transport_name(ip, prefix)
         is_drained = states.get(ip, {}).get("status") == "drained"
         if is_drained and transport in members:
             problems.append(f"{ip} is drained (listed) but {transport} is still in its pool's randmap")
