@@ -90,7 +90,7 @@ def resolve_options(args: argparse.Namespace, inv: Inventory) -> tuple[str, str 
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sendfleet.readiness.collect import Collector, DirectoryCollector, ImapCollector, LabSinkCollector
+    from sendfleet.readiness.collect import Collector, DirectoryCollector, ImapCollector
     from sendfleet.readiness.evidence import DnsView
     from sendfleet.readiness.run import Options, run
 
@@ -110,6 +110,8 @@ def _run(args: argparse.Namespace) -> int:
     collector: Collector
     fleet_ips = [str(s.ip) for s in inv.sending_ips()]
     if use_sink:
+        from sendfleet.lab.collect import LabSinkCollector  # the lab is a test fixture: loaded only for it
+
         collector = LabSinkCollector()
     elif args.imap:
         collector = ImapCollector(args.imap, fleet_ips)

@@ -1,10 +1,10 @@
-"""Where the tagged messages are collected: the lab's sink, or a directory of raw messages (a seed mailbox
-synchronised by the operator's own tool: Maildir, or one .eml file per message).
+"""Where the tagged messages are collected: a seed mailbox over IMAP, or a directory of raw messages (the
+mailbox synchronised by the operator's own tool: Maildir, or one .eml file per message). The lab's sink has
+its collector in the lab (`sendfleet.lab.collect`); the CLI chooses.
 
 Every collector finds messages by the `X-Sendfleet-Readiness` header that readiness puts in each one, and
-returns what the receiving MX saw: client IP, HELO and TLS (the lab's sink records them for each session;
-for a real mailbox they come from the Received header the provider's MX added for the hop from one of the
-fleet's IPs).
+returns what the receiving MX saw: client IP, HELO and TLS (for a real mailbox they come from the Received
+header the provider's MX added for the hop from one of the fleet's IPs).
 """
 
 from __future__ import annotations
@@ -58,41 +58,6 @@ class Collector(Protocol):
     def collect(self, tags: set[str]) -> dict[str, Collected]:
         """The messages among `tags` that have arrived so far (tag -> message)."""
         ...
-
-
-class LabSinkCollector:
-    """The lab's sink MX (`sendfleet.lab.sink`): it records client IP, HELO and TLS of every session."""
-
-    description = "the lab's sink"
-
-    def __init__(self) -> None:
-        self._seen: dict[str, Collected] = {}  # kept: another test may clear the sink while we wait
-        self._ids: set[str] = set()
-
-    def collect(self, tags: set[str]) -> dict[str, Collected]:
-        from sendfleet.lab import sink
-        from sendfleet.lab.system import LabError
-
-        try:
-            messages = sink.read_messages()
-        except (LabError, OSError) as err:
-            raise CannotCheckError(f"cannot read the lab's sink: {err}") from None
-        for m in messages:
-            if m.id in self._ids:
-                continue
-            self._ids.add(m.id)
-            tag = tag_of(m.raw)
-            if tag is None:
-                continue
-            self._seen[tag] = Collected(
-                tag=tag,
-                client_ip=m.client_ip,
-                helo=m.helo,
-                tls_protocol=m.tls_protocol,
-                mail_from=m.mail_from,
-                raw=m.raw,
-            )
-        return {t: c for t, c in self._seen.items() if t in tags}
 
 
 class DirectoryCollector:
