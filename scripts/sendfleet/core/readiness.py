@@ -304,28 +304,89 @@ class Hop:
 
 
 _FROM = re.compile(r"^\s*from\s+(\S+)", re.IGNORECASE)
-_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]")
+_BRACKETED = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]", re.IGNORECASE)
+_BARE = re.compile(r"^(?:IPv6:)?([0-9A-Fa-f:.]+)$", re.IGNORECASE)
+_EHLO = re.compile(r"\b(?:EHLO|HELO)\s+\"?([^\s\"()\[\]]+|\[[^\]\s]*\])", re.IGNORECASE)  # Yahoo, qmail, "EHLO x"
+_HELO_EQ = re.compile(r"\bhelo=([^\s()]+)", re.IGNORECASE)  # Exim
 _TLS_PROTO = re.compile(r"(TLS\s?v?1[._]\d|TLS1_\d|SSLv3)", re.IGNORECASE)
 _WITH = re.compile(r"\bwith\s+(E?SMTPS?A?|UTF8SMTPS?A?|LMTPS?A?)\b", re.IGNORECASE)
 
 
-def parse_received(value: str) -> Hop | None:
-    """The hop a Received header records: HELO name, client IP, TLS protocol (None: not TLS).
-
-    Understands Postfix (`from HELO (name [IP]) (using TLSv1.3 with cipher ...) by MX with ESMTPS`) and the
-    common `with ESMTPS ... (version=TLS1_3 cipher=...)` form of the big providers.
-    """
-    text = " ".join(value.split())
-    helo_match = _FROM.match(text)
-    ip_match = _IP.search(text)
-    if not helo_match or not ip_match:
-        return None
+def _ip(text: str) -> str | None:
     try:
-        ip = str(ipaddress.ip_address(ip_match.group(1)))
+        return str(ipaddress.ip_address(text))
     except ValueError:
         return None
-    proto_match = _TLS_PROTO.search(text)
-    with_match = _WITH.search(text)
+
+
+def _from_clause(text: str) -> tuple[str, list[str]]:
+    """The `from` clause of a Received header (`text` starts with `from`; the clause ends at `by` outside
+    parentheses): its first word, and the rest of it: the top-level comments (the text inside each outermost
+    pair of parentheses), then the other words."""
+    depth, start = 0, 0
+    comments: list[str] = []
+    words: list[str] = []
+    i = len("from")
+    word = ""
+    while i < len(text):
+        ch = text[i]
+        if ch == "(":
+            if depth == 0:
+                start = i + 1
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+            if depth == 0:
+                comments.append(text[start:i])
+        elif depth == 0 and ch.isspace():
+            if word:
+                if word.lower() == "by" and words:
+                    break
+                words.append(word)
+            word = ""
+        elif depth == 0:
+            word += ch
+        i += 1
+    else:
+        if word and word.lower() != "by":
+            words.append(word)
+    return (words[0] if words else ""), comments + words[1:]
+
+
+def parse_received(value: str) -> Hop | None:
+    """The hop a Received header records: HELO name, client IP, TLS protocol (None: not TLS); None when the
+    header names no client IP.
+
+    The forms the receiving MTAs of seed mailboxes write (tests/unit/test_readiness_received.py has a published
+    example of each):
+
+    - Postfix, Gmail: `from HELO (rDNS [IP]) (using TLSv1.3 ...) by MX with ESMTPS` / `... (version=TLS1_3 ...)`
+    - Microsoft 365 / Outlook: `from HELO (IP) by MX (IP) with Microsoft SMTP Server (version=TLS1_2, ...)`
+    - Yahoo: `from IP (EHLO HELO) by MX with SMTPs`, `from 127.0.0.1 (EHLO HELO) (IP) by MX with SMTPS`
+    - Exim: `from rDNS ([IP]:port helo=HELO) by MX with esmtps (TLS1.3) ...`, `from [IP] (helo=HELO) ...`;
+      Exim leaves out helo= when the HELO name is the verified host name, so the first word is the HELO then.
+
+    Only the `from` clause is read for the client (the `by` part names the receiving server's own address).
+    """
+    text = " ".join(value.split())
+    if not _FROM.match(text):
+        return None
+    first, comments = _from_clause(text)
+    helo = first
+    for comment in comments:
+        named = _EHLO.search(comment) or _HELO_EQ.search(comment)
+        if named:
+            helo = named.group(1)
+            break
+    candidates = [m.group(1) for c in comments for m in _BRACKETED.finditer(c)]  # [IP], rDNS [IP], [IP]:port
+    candidates += [c.strip() for c in comments if _BARE.match(c.strip())]  # (IP): Microsoft, Yahoo
+    candidates += [m.group(1) for m in (_BRACKETED.match(first), _BARE.match(first)) if m]  # from [IP], from IP
+    ip = next((a for a in map(_ip, (c.removeprefix("IPv6:") for c in candidates)) if a), None)
+    if ip is None:
+        return None
+    rest = text[len("from ") + len(first):]
+    proto_match = _TLS_PROTO.search(rest)
+    with_match = _WITH.search(rest)
     tls: str | None = None
     if proto_match:
         raw = proto_match.group(1).replace(" ", "")
@@ -333,7 +394,7 @@ def parse_received(value: str) -> Hop | None:
         tls = f"TLSv1.{minor.group(1)}" if minor and raw.upper().startswith("TLS") else raw
     elif with_match and with_match.group(1).upper().rstrip("A").endswith("S"):
         tls = "TLS"
-    return Hop(helo=normalize_name(helo_match.group(1)), ip=ip, tls_protocol=tls)
+    return Hop(helo=normalize_name(helo), ip=ip, tls_protocol=tls)
 
 
 def hop_from_fleet(received: Sequence[str], fleet_ips: Iterable[str]) -> Hop | None:
