@@ -832,6 +832,11 @@ def _build(
             for i, n in enumerate(problems.check(_list, v.get(key), where, default=no_nets))
         ]
         nets[key] = tuple(n for n in parsed if n is not None)
+    if v.get("postfix_sasl"):
+        problems.found.append(
+            f"{v.where('postfix_sasl')}: postfix_sasl: the senders do not offer SASL authentication; submit from"
+            " app_networks (an authenticated submission service of yours can relay from there)"
+        )
     if not nets["admin_networks"] and any("senders" in h.groups for h in hosts) and v.get("admin_networks") is None:
         problems.found.append(
             f"{v.where('admin_networks')}: admin_networks: missing (the networks that may SSH to the senders;"
