@@ -1,9 +1,21 @@
-"""DMARC (RFC 7489) record linter (pure)."""
+"""DMARC (RFC 7489), pure: organizational domains, policy discovery names, identifier alignment, and the record
+linter of `sendfleet dns check`.
+
+Organizational domain (RFC 7489 3.2): the public suffix of a name plus one label, from the Public Suffix List
+shipped by the pinned `publicsuffixlist` package. Both sections of the list are used, ICANN and private (as
+OpenDMARC and the receivers that load the whole list do): `a.github.io` and `b.github.io` belong to different
+owners, so they are different organizations and never align in relaxed mode. A name that is not under a known
+suffix uses its last label as the suffix (the list's default rule `*`): the lab's `mta1.shop.test` belongs to
+`shop.test`.
+"""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
+
+from publicsuffixlist import PublicSuffixList
 
 from sendfleet.core.dkim import parse_tags
 from sendfleet.core.findings import Finding
@@ -14,6 +26,54 @@ _URI = re.compile(r"^(mailto:[^@\s]+@[^@\s!]+|https?://\S+)(![0-9]+[kmgt]?)?$", 
 
 def is_dmarc(text: str) -> bool:
     return text.replace(" ", "").lower().startswith("v=dmarc1")
+
+
+# ----------------------------------------------------------------------- organizational domain, alignment
+
+
+@functools.cache
+def _psl() -> PublicSuffixList:
+    return PublicSuffixList(only_icann=False, accept_unknown=True)
+
+
+def _name(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+def org_domain(name: str) -> str:
+    """The organizational domain (RFC 7489 3.2): public suffix + one label (`mailer.evil.co.uk` -> `evil.co.uk`).
+    A name that is itself a public suffix (or not a domain name) is its own organizational domain."""
+    domain = _name(name)
+    if not domain:
+        return ""
+    org = _psl().privatesuffix(domain)
+    return str(org) if org else domain
+
+
+def aligned(identifier: str, from_domain: str, mode: str) -> bool:
+    """Identifier alignment (RFC 7489 3.1): strict = the same name, relaxed = the same organizational domain."""
+    a, b = _name(identifier), _name(from_domain)
+    if not a or not b:
+        return False
+    if mode == "s":
+        return a == b
+    return org_domain(a) == org_domain(b)
+
+
+def discovery_names(from_domain: str) -> list[str]:
+    """Where a receiver looks for the policy (RFC 7489 6.6.3): `_dmarc.<From domain>`, then `_dmarc.<its
+    organizational domain>` when that is another name."""
+    domain = _name(from_domain)
+    if not domain:
+        return []
+    names = [f"_dmarc.{domain}"]
+    org = org_domain(domain)
+    if org != domain:
+        names.append(f"_dmarc.{org}")
+    return names
+
+
+# ------------------------------------------------------------------------------------------- linter
 
 
 def lint(domain: str, txt_values: Sequence[str]) -> list[Finding]:

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sendfleet.core.dmarc import aligned, discovery_names
 from sendfleet.core.inventory import Inventory, normalize_name
 
 CHECKS = ("ip", "fcrdns", "helo", "dkim", "spf", "dmarc", "tls")
@@ -149,35 +150,6 @@ def domain_of(address: str) -> str:
     return normalize_name(addr.rsplit("@", 1)[1]) if "@" in addr else ""
 
 
-def org_domain(name: str) -> str:
-    """A simplified organizational domain: the last two labels.
-
-    RFC 7489 uses the Public Suffix List; sendfleet has no copy of it, so a sender domain under a
-    multi-label public suffix (example.co.uk) would need strict alignment (adkim=s/aspf=s) to be judged
-    exactly. The readiness report says which domain was compared with which.
-    """
-    labels = normalize_name(name).split(".")
-    return ".".join(labels[-2:])
-
-
-def aligned(signer: str, from_domain: str, mode: str) -> bool:
-    a, b = normalize_name(signer), normalize_name(from_domain)
-    if not a or not b:
-        return False
-    if mode == "s":
-        return a == b
-    return org_domain(a) == org_domain(b)
-
-
-def dmarc_names(from_domain: str) -> list[str]:
-    """Where to look for the DMARC policy: the From domain, then its organizational domain."""
-    names = [f"_dmarc.{normalize_name(from_domain)}"]
-    org = org_domain(from_domain)
-    if org != normalize_name(from_domain):
-        names.append(f"_dmarc.{org}")
-    return names
-
-
 def parse_dmarc(text: str) -> dict[str, str] | None:
     """The tags of a DMARC record, or None when it is not one (RFC 7489 6.3: v=DMARC1 first, p= present)."""
     tags: dict[str, str] = {}
@@ -268,7 +240,8 @@ def judge(route: Route, ev: Evidence) -> dict[str, Check]:
         )
 
     if ev.dmarc_record is None:
-        checks["dmarc"] = Check(False, f"no DMARC record at {ev.dmarc_name or dmarc_names(from_domain)[0]}")
+        where = ev.dmarc_name or next(iter(discovery_names(from_domain)), "_dmarc (no From domain)")
+        checks["dmarc"] = Check(False, f"no DMARC record at {where}")
     elif dmarc_tags is None:
         checks["dmarc"] = Check(False, f"{ev.dmarc_name}: not a valid DMARC record: {ev.dmarc_record!r}")
     else:

@@ -23,8 +23,9 @@ import dns.resolver
 import dns.reversename
 import spf
 
+from sendfleet.core.dmarc import discovery_names
 from sendfleet.core.inventory import ResolverSettings, normalize_name
-from sendfleet.core.readiness import DkimSignature, Evidence, dmarc_names, domain_of
+from sendfleet.core.readiness import DkimSignature, Evidence, domain_of
 from sendfleet.dns.resolve import make_resolver
 
 _SPF_LOCK = threading.Lock()
@@ -177,7 +178,7 @@ def gather(view: DnsView, msg: Collected, host: str, domain: str) -> Evidence:
     from_domain = domain_of(header_from)
     record: str | None = None
     where = ""
-    for name in dmarc_names(from_domain) if from_domain else []:
+    for name in discovery_names(from_domain):
         where = where or name
         try:
             found = [t for t in view.txt(name) if t.strip().startswith("v=DMARC1")]
