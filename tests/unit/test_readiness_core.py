@@ -14,7 +14,6 @@ from sendfleet.core.readiness import (
     hop_from_fleet,
     judge,
     messages_for_round,
-    parse_dmarc,
     parse_received,
 )
 
@@ -44,7 +43,7 @@ def good(ip: str = "198.51.100.64", tag: str = "t1") -> Evidence:
         forward={name: (ip,)},
         dkim=(DkimSignature("shop.test", "s2026a", True),),
         spf_result="pass",
-        dmarc_record="v=DMARC1; p=none; rua=mailto:dmarc@shop.test",
+        dmarc_records=("v=DMARC1; p=none; rua=mailto:dmarc@shop.test",),
         dmarc_name="_dmarc.shop.test",
     )
 
@@ -98,20 +97,19 @@ def test_dkim_of_another_domain_is_not_aligned() -> None:
 def test_strict_alignment_from_dmarc() -> None:
     ev = replace(good(), dkim=(DkimSignature("mail.shop.test", "s", True),), spf_result="fail")
     assert judge(ROUTE, ev)["dmarc"].ok  # relaxed by default: mail.shop.test is in shop.test's organization
-    ev = replace(ev, dmarc_record="v=DMARC1; p=reject; adkim=s")
+    ev = replace(ev, dmarc_records=("v=DMARC1; p=reject; adkim=s",))
     assert not judge(ROUTE, ev)["dmarc"].ok
 
 
 def test_no_tls_and_no_dmarc_record() -> None:
-    checks = judge(ROUTE, replace(good(), tls_protocol=None, dmarc_record=None))
+    checks = judge(ROUTE, replace(good(), tls_protocol=None, dmarc_records=()))
     assert not checks["tls"].ok and not checks["dmarc"].ok
+    assert checks["dmarc"].detail == "no DMARC record at _dmarc.shop.test"
 
 
-def test_parse_dmarc() -> None:
-    assert parse_dmarc("v=DMARC1; p=none; rua=mailto:x@y") == {"v": "DMARC1", "p": "none", "rua": "mailto:x@y"}
-    assert parse_dmarc("v=DMARC1; rua=mailto:x@y") is None
-    assert parse_dmarc("p=none; v=DMARC1") is None
+def test_domain_of() -> None:
     assert domain_of('"A" <a@Shop.Test>') == "shop.test"
+    assert domain_of("no address") == ""
 
 
 def test_report_marks_exactly_the_affected_ip() -> None:

@@ -29,7 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sendfleet.core.dmarc import aligned, discovery_names
+from sendfleet.core.dmarc import DmarcError, DmarcRecord, aligned, discovery_names
+from sendfleet.core.dmarc import policy as dmarc_policy
 from sendfleet.core.inventory import Inventory, normalize_name
 
 CHECKS = ("ip", "fcrdns", "helo", "dkim", "spf", "dmarc", "tls")
@@ -131,8 +132,8 @@ class Evidence:
     dkim: tuple[DkimSignature, ...]
     spf_result: str  # pass, fail, softfail, neutral, none, temperror, permerror
     spf_detail: str = ""
-    dmarc_record: str | None = None  # the TXT found (None: none published)
-    dmarc_name: str = ""  # where it was found/looked for
+    dmarc_records: tuple[str, ...] = ()  # the DMARC records found by policy discovery (RFC 7489 6.6.3)
+    dmarc_name: str = ""  # where they were found (or first looked for)
     ptr_error: str = ""
     dns_error: str = ""  # a lookup that failed with an error (not NXDOMAIN): evidence incomplete
 
@@ -148,21 +149,6 @@ def domain_of(address: str) -> str:
     match = re.search(r"<([^<>]*)>", address)
     addr = match.group(1) if match else address
     return normalize_name(addr.rsplit("@", 1)[1]) if "@" in addr else ""
-
-
-def parse_dmarc(text: str) -> dict[str, str] | None:
-    """The tags of a DMARC record, or None when it is not one (RFC 7489 6.3: v=DMARC1 first, p= present)."""
-    tags: dict[str, str] = {}
-    for part in text.split(";"):
-        if "=" not in part:
-            continue
-        key, value = part.split("=", 1)
-        tags[key.strip().lower()] = value.strip()
-    if not text.strip().startswith("v=DMARC1") or tags.get("v") != "DMARC1":
-        return None
-    if tags.get("p", "").lower() not in ("none", "quarantine", "reject"):
-        return None
-    return tags
 
 
 def judge(route: Route, ev: Evidence) -> dict[str, Check]:
@@ -210,9 +196,15 @@ def judge(route: Route, ev: Evidence) -> dict[str, Check]:
         checks["helo"] = Check(False, f"HELO {helo or '(none)'} from {ip}: no PTR name to match")
 
     from_domain = domain_of(ev.header_from)
-    dmarc_tags = parse_dmarc(ev.dmarc_record) if ev.dmarc_record else None
-    adkim = (dmarc_tags or {}).get("adkim", "r")
-    aspf = (dmarc_tags or {}).get("aspf", "r")
+    where = ev.dmarc_name or next(iter(discovery_names(from_domain)), "_dmarc (no From domain)")
+    policy: DmarcRecord | None = None
+    no_policy = ""
+    try:
+        policy = dmarc_policy(ev.dmarc_records, where)
+    except DmarcError as err:
+        no_policy = str(err)
+    adkim = policy.adkim if policy else "r"
+    aspf = policy.aspf if policy else "r"
 
     good = [s for s in ev.dkim if s.valid]
     good_aligned = [s for s in good if aligned(s.domain, from_domain, adkim)]
@@ -239,19 +231,20 @@ def judge(route: Route, ev: Evidence) -> dict[str, Check]:
             f"{ev.spf_result} for {ip} in SPF of {spf_domain}" + (f": {ev.spf_detail}" if ev.spf_detail else ""),
         )
 
-    if ev.dmarc_record is None:
-        where = ev.dmarc_name or next(iter(discovery_names(from_domain)), "_dmarc (no From domain)")
-        checks["dmarc"] = Check(False, f"no DMARC record at {where}")
-    elif dmarc_tags is None:
-        checks["dmarc"] = Check(False, f"{ev.dmarc_name}: not a valid DMARC record: {ev.dmarc_record!r}")
+    if policy is None:
+        checks["dmarc"] = Check(False, no_policy)
+    elif policy.problems:
+        checks["dmarc"] = Check(False, f"{where}: {'; '.join(policy.problems)}")
     else:
+        # the organizational domain's record speaks for a subdomain From with sp= (RFC 7489 6.3)
+        p = policy.sp if policy.sp and where != f"_dmarc.{from_domain}" else policy.p
         spf_aligned = ev.spf_result == "pass" and aligned(spf_domain, from_domain, aspf)
         via = [n for n, ok in (("DKIM", bool(good_aligned)), ("SPF", spf_aligned)) if ok]
         if via:
-            checks["dmarc"] = Check(True, f"p={dmarc_tags['p']}, pass via {' and '.join(via)}")
+            checks["dmarc"] = Check(True, f"p={p} ({where}), pass via {' and '.join(via)}")
         else:
             checks["dmarc"] = Check(
-                False, f"p={dmarc_tags['p']}: neither DKIM nor SPF passes aligned with From {from_domain}"
+                False, f"p={p} ({where}): neither DKIM nor SPF passes aligned with From {from_domain}"
             )
 
     if ev.tls_protocol:

@@ -23,7 +23,7 @@ import dns.resolver
 import dns.reversename
 import spf
 
-from sendfleet.core.dmarc import discovery_names
+from sendfleet.core.dmarc import Discovery, discover, discovery_names
 from sendfleet.core.inventory import ResolverSettings, normalize_name
 from sendfleet.core.readiness import DkimSignature, Evidence, domain_of
 from sendfleet.dns.resolve import make_resolver
@@ -176,18 +176,11 @@ def gather(view: DnsView, msg: Collected, host: str, domain: str) -> Evidence:
     spf_result, spf_detail = view.spf_check(msg.client_ip, msg.mail_from, msg.helo)
 
     from_domain = domain_of(header_from)
-    record: str | None = None
-    where = ""
-    for name in discovery_names(from_domain):
-        where = where or name
-        try:
-            found = [t for t in view.txt(name) if t.strip().startswith("v=DMARC1")]
-        except DnsError as err:
-            errors.append(str(err))
-            break
-        if found:
-            record, where = found[0], name
-            break
+    try:
+        policy = discover(from_domain, view.txt)
+    except DnsError as err:
+        errors.append(str(err))
+        policy = Discovery(next(iter(discovery_names(from_domain)), ""))
 
     return Evidence(
         tag=msg.tag,
@@ -203,8 +196,8 @@ def gather(view: DnsView, msg: Collected, host: str, domain: str) -> Evidence:
         dkim=sigs,
         spf_result=spf_result,
         spf_detail=spf_detail,
-        dmarc_record=record,
-        dmarc_name=where,
+        dmarc_records=policy.records,
+        dmarc_name=policy.name,
         ptr_error=ptr_error,
         dns_error="; ".join(errors),
     )
