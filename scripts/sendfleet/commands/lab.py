@@ -17,13 +17,20 @@ from sendfleet.lab.config import DEFAULT_CACHE_DIR, DEFAULT_NETWORK, DEFAULT_NET
 
 
 def register(sub: Any) -> None:
-    lab = sub.add_parser("lab", help="the local lab: Debian hosts, DNS, blocklists and a sink MX")
+    lab = sub.add_parser(
+        "lab", help="the local lab: Debian hosts, DNS, blocklists and a sink MX",
+        description="A lab on this machine (root, Linux): Debian 12 senders in network namespaces, an authoritative "
+        "DNS server, blocklists, a resolver and a receiving MX, on 198.51.100.0/24 by default. See docs/lab.md.",
+        epilog="example: sendfleet lab up --senders 3 && ansible-playbook site.yml && sendfleet lab down")
     verbs = lab.add_subparsers(dest="verb", metavar="VERB", parser_class=type(lab))
     verbs.required = True
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
 
-    up = verbs.add_parser("up", parents=[common], help="bring the lab up (a no-op when it is up)")
+    up = verbs.add_parser(
+        "up", parents=[common], help="bring the lab up (a no-op when it is up)",
+        description="Boot the lab and write its inventory (inventories/lab). Progress goes to stderr.",
+        epilog="example: sendfleet lab up --senders 3")
     up.add_argument("--senders", type=int, default=3, help="number of sender hosts (default 3)")
     up.add_argument("--network", default=DEFAULT_NETWORK, help=f"lab IPv4 /24 (default {DEFAULT_NETWORK})")
     up.add_argument("--network6", default=DEFAULT_NETWORK6, help=f"lab IPv6 /64 (default {DEFAULT_NETWORK6})")
@@ -33,28 +40,43 @@ def register(sub: Any) -> None:
     up.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help=argparse.SUPPRESS)
     up.set_defaults(func=_up)
 
-    down = verbs.add_parser("down", parents=[common], help="power off and remove everything the lab started")
+    down = verbs.add_parser(
+        "down", parents=[common], help="power off and remove everything the lab started",
+        description="Power the hosts off and end exactly the processes the lab started; keeps the image cache.",
+        epilog="example: sendfleet lab down")
     down.add_argument("--purge-inventory", action="store_true",
                       help="also remove the lab inventory (keys, vetted IPs, host_vars)")
     down.set_defaults(func=_down)
 
-    st = verbs.add_parser("status", parents=[common], help="each part of the lab and its health")
+    st = verbs.add_parser(
+        "status", parents=[common], help="each part of the lab and its health",
+        description="Each part of the lab and its health. Exit 0 healthy, 1 a part is failing, 3 no lab is up.",
+        epilog="example: sendfleet lab status --format json")
     st.add_argument("--format", choices=("table", "json"), default="table")
     st.set_defaults(func=_status)
 
-    ssh = verbs.add_parser("ssh", parents=[common], help="open a shell (or run a command) on a lab host")
+    ssh = verbs.add_parser(
+        "ssh", parents=[common], help="open a shell (or run a command) on a lab host",
+        description="Open a shell on a lab host, or run a command there.",
+        epilog="example: sendfleet lab ssh mta1 postqueue -p")
     ssh.add_argument("host")
     ssh.add_argument("command", nargs=argparse.REMAINDER)
     ssh.set_defaults(func=_ssh)
 
-    sink = verbs.add_parser("sink", parents=[common], help="what the sink MX received; how it answers")
+    sink = verbs.add_parser(
+        "sink", parents=[common], help="what the sink MX received; how it answers",
+        description="List or clear what the lab's receiving MX stored, or set the reply it gives for a domain.",
+        epilog="example: sendfleet lab sink answer --domain gmail.test --reply '421 4.7.0 try later'")
     sink.add_argument("action", choices=("list", "clear", "answer"))
     sink.add_argument("--format", choices=("table", "json"), default="table")
     sink.add_argument("--domain", help="with 'answer': the recipient domain")
     sink.add_argument("--reply", help="with 'answer': e.g. '421 4.7.0 rate limited'; omit to accept again")
     sink.set_defaults(func=_sink)
 
-    bl = verbs.add_parser("blocklist", parents=[common], help="list or unlist an entry in the lab's rbldnsd")
+    bl = verbs.add_parser(
+        "blocklist", parents=[common], help="list or unlist an entry in the lab's rbldnsd",
+        description="List or unlist an address, network or domain in one of the lab's blocklist zones.",
+        epilog="example: sendfleet lab blocklist add 198.51.100.70 --reason 'spam trap hits'")
     bl.add_argument("action", choices=("add", "remove"))
     bl.add_argument("entry", help="address, CIDR or domain")
     bl.add_argument("--zone", default="zen.lab.test", help="zen.lab.test (default), l2.lab.test, dbl.lab.test")
