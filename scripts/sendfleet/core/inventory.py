@@ -48,6 +48,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from sendfleet.core.dmarc import POLICIES
 from sendfleet.errors import InventoryError, UsageError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -482,11 +483,10 @@ def _dmarc(raw: Any, domain: str, where: str) -> Dmarc | None:
     for key in spec:
         if key not in known:
             raise UsageError(f"{where}.{key}: unknown DMARC setting (known: {', '.join(sorted(known))})")
-    policies = ("none", "quarantine", "reject")
     rua = _uri_list(spec["rua"], f"{where}.rua") if "rua" in spec else (f"mailto:dmarc@{domain}",)
     return Dmarc(
-        p=_choice(spec.get("p", "none"), f"{where}.p", policies),
-        sp=_choice(spec["sp"], f"{where}.sp", policies) if spec.get("sp") is not None else None,
+        p=_choice(spec.get("p", "none"), f"{where}.p", POLICIES),
+        sp=_choice(spec["sp"], f"{where}.sp", POLICIES) if spec.get("sp") is not None else None,
         rua=rua,
         ruf=_uri_list(spec.get("ruf"), f"{where}.ruf"),
         adkim=_choice(spec.get("adkim", "r"), f"{where}.adkim", ("r", "s")),
