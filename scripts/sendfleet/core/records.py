@@ -246,10 +246,6 @@ def plan_records(inv: Inventory, dkim_pems: Mapping[tuple[str, str], bytes | Non
             records.append(
                 PlannedRecord(name, "TXT", inv.dns_ttl, values, "dkim", subject, zone_for(name, zones), error=error)
             )
-        if not domain.selectors:
-            message = ("no RSA DKIM selector: mail will carry only Ed25519 signatures, which many receivers "
-                       "do not verify yet" if domain.ed25519_selectors else "no DKIM selector: mail will not be signed")
-            problems.append(Finding("warning", domain.name, "dkim", message))
 
         if domain.dmarc is not None:
             name = f"_dmarc.{domain.name}"
