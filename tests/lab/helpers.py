@@ -128,3 +128,29 @@ def wait_for(tag_prefix: str, count: int, deadline_s: float = 300) -> list[Any]:
             return found
         time.sleep(2)
     return found
+
+
+def converge(inventory: Path, playbook: str = "site.yml", *args: str) -> dict[str, list[str]]:
+    """Run a playbook that must succeed; the tasks that changed something, by host (empty: nothing changed)."""
+    proc = run_playbook(inventory, playbook, *args)
+    assert proc.returncode == 0, f"{playbook} failed:\n{proc.stdout[-5000:]}{proc.stderr[-2000:]}"
+    result = recap(proc.stdout)
+    assert result, f"{playbook}: no PLAY RECAP:\n{proc.stdout[-3000:]}"
+    changed = changed_tasks(proc.stdout)
+    return {h: [t for t in changed if t.endswith(f": {h}")] for h, r in result.items() if r["changed"]}
+
+
+def wait_for_tags(tags: set[str], deadline_s: float = 120) -> dict[str, Any]:
+    """The sink's messages carrying each of `tags` (X-Sendfleet-Tag), by tag, once all arrived or at the deadline."""
+    from sendfleet.lab.sink import read_messages
+
+    end = time.monotonic() + deadline_s
+    found: dict[str, Any] = {}
+    while True:
+        for msg in read_messages():
+            tag = msg.header("X-Sendfleet-Tag") or ""
+            if tag in tags:
+                found[tag] = msg
+        if set(found) >= tags or time.monotonic() > end:
+            return found
+        time.sleep(2)
