@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from pathlib import Path
 from typing import Any
 
 try:
     from sendfleet.core import poolmap
-except ImportError:  # ansible-playbook run by a Python without the package installed: use the repo's copy
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-    from sendfleet.core import poolmap
+except ImportError as err:  # the collection's requirement: the package, installed for ansible-playbook's Python
+    raise ImportError(f"{__name__}: the sendfleet Python package is not installed for {sys.executable} "
+                      "(pip install the sendfleet repository or its wheel there)") from err
 
 
 def sf_ipversion(value: Any) -> int:

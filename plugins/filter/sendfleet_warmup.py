@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import sys
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 try:
     from sendfleet.core import poolmap, warmup
-except ImportError:  # ansible-playbook run by a Python without the package installed: use the repo's copy
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-    from sendfleet.core import poolmap, warmup
+except ImportError as err:  # the collection's requirement: the package, installed for ansible-playbook's Python
+    raise ImportError(f"{__name__}: the sendfleet Python package is not installed for {sys.executable} "
+                      "(pip install the sendfleet repository or its wheel there)") from err
 
 
 def _start(entry: dict[str, Any], restarts: dict[str, date]) -> date | None:
