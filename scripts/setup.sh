@@ -28,9 +28,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
+# Python 3.11-3.13 (pyproject.toml's requires-python, what ansible-core 2.19 supports): a venv on any of them is
+# kept; otherwise it is made with the first of python3, python3.13, python3.12, python3.11 in that range.
+in_range='import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 13) else 1)'
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "$in_range" 2>/dev/null; then
+  python=""
+  for candidate in python3 python3.13 python3.12 python3.11; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c "$in_range" 2>/dev/null; then
+      python=$candidate
+      break
+    fi
+  done
+  [ -n "$python" ] || { echo "setup: needs Python 3.11, 3.12 or 3.13 (python3 is $(python3 -V 2>&1))" >&2; exit 2; }
   rm -rf .venv
-  python3 -m venv .venv
+  "$python" -m venv .venv
 fi
 stamp=.venv/.sendfleet-deps
 if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
