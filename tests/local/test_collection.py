@@ -28,8 +28,9 @@ BIN = Path(sys.executable).parent
 NAMESPACE, NAME = "sendfleet_io", "sendfleet"
 ROLES = sorted(p.name for p in (REPO / "roles").iterdir() if (p / "tasks/main.yml").is_file())
 #: top-level paths that are repository tooling, not collection content
-NOT_CONTENT = ("tests/", "bench/", "inventories/", "scripts/", ".venv/", ".git/", "collections/", ".ci/",
-               "pyproject.toml", "ansible.cfg", "site.yml", "execution-environment.yml", "bindep.txt")
+NOT_CONTENT = ("tests/", "bench/", "inventories/", "scripts/", ".venv/", ".git/", "collections", ".ci/",
+               "playbooks/collections", "pyproject.toml", "ansible.cfg", "site.yml", "execution-environment.yml",
+               "bindep.txt")
 
 
 def clean_env(config: Path) -> dict[str, str]:
@@ -43,37 +44,47 @@ def run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> subpro
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
-@pytest.fixture(scope="module")
-def tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
+def build_collection(out: Path) -> Path:
+    """`ansible-galaxy collection build` of the repository into ``out``: the tarball."""
     proc = run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out)], cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (built,) = out.glob(f"{NAMESPACE}-{NAME}-*.tar.gz")
     return built
 
 
+def install_collection(home: Path, tarball: Path, defaults: str = "", sections: str = "") -> Path:
+    """A user's directory outside the repository: ``home/ansible.cfg`` naming only ``home/collections`` (plus the
+    given [defaults] lines and further sections), and the collection installed there by ansible-galaxy. The
+    ansible.cfg."""
+    assert not home.is_relative_to(REPO)
+    config = home / "ansible.cfg"
+    config.write_text(f"[defaults]\ncollections_path = {home / 'collections'}\nretry_files_enabled = False\n"
+                      f"{defaults}\n{sections}")
+    text = config.read_text()
+    assert not re.search(r"roles_path|_plugins\s*=", text), text
+    assert not any(str(REPO / d) in text for d in ("roles", "plugins", "collections", "playbooks")), text
+    proc = run([str(BIN / "ansible-galaxy"), "collection", "install", "--force", "-p", str(home / "collections"),
+                str(tarball)], cwd=home, env=clean_env(config))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (home / f"collections/ansible_collections/{NAMESPACE}/{NAME}/roles/postfix/tasks/main.yml").is_file()
+    return config
+
+
+@pytest.fixture(scope="module")
+def tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_collection(tmp_path_factory.mktemp("dist"))
+
+
 @pytest.fixture(scope="module")
 def user(tmp_path_factory: pytest.TempPathFactory, tarball: Path) -> Path:
-    """A user's directory outside the repository: ansible.cfg naming only its own collections path, the collection
-    installed there, and a copy of the example inventory."""
+    """A user's directory with the collection installed and a copy of the example inventory."""
     home = tmp_path_factory.mktemp("user")
-    assert not home.is_relative_to(REPO)
-    (home / "ansible.cfg").write_text(
-        "[defaults]\n"
-        f"collections_path = {home / 'collections'}\n"
-        "host_key_checking = False\n"
-        "retry_files_enabled = False\n"
-        f"interpreter_python = {sys.executable}\n"
-    )
+    install_collection(home, tarball, f"host_key_checking = False\ninterpreter_python = {sys.executable}\n")
     inventory = home / "inventory"
     for src in (REPO / "inventories/example").rglob("*.yml"):
         dest = inventory / src.relative_to(REPO / "inventories/example")
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(src.read_text())
-    proc = run([str(BIN / "ansible-galaxy"), "collection", "install", "--force", "-p", str(home / "collections"),
-                str(tarball)], cwd=home, env=clean_env(home / "ansible.cfg"))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (home / f"collections/ansible_collections/{NAMESPACE}/{NAME}/roles/postfix/tasks/main.yml").is_file()
     return home
 
 
@@ -238,3 +249,19 @@ def test_dnsbl_monitor_controller_commands_need_only_the_installed_package(user:
     assert not zones_dir.is_relative_to(user)
     with zipfile.ZipFile(wheel) as zf:
         assert zf.read("sendfleet/zones/public.yml") == (zones_dir / "public.yml").read_bytes()
+
+
+def test_repository_playbooks_find_the_collection_names_without_ansible_cfg(tmp_path: Path) -> None:
+    """In the repository the roles' full filter names resolve through playbooks/collections (and collections/ beside
+    site.yml), links to the repository, even when the environment replaces ansible.cfg's collections_path (as AWX
+    does with ANSIBLE_COLLECTIONS_PATH). validate.yml contacts no host: every role's validate entry point."""
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "elsewhere"), "ANSIBLE_FORCE_COLOR": "0",
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp")}
+    proc = run([str(BIN / "ansible-playbook"), "-i", str(REPO / "inventories/example"), "playbooks/validate.yml"],
+               cwd=REPO, env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    stats = recap(proc.stdout)
+    assert set(stats) == {"mta1.example.net", "mta2.example.net"}
+    assert all(s["failed"] == 0 and s["unreachable"] == 0 and s["ok"] > 5 for s in stats.values()), stats
+    for link in ("collections", "playbooks/collections"):
+        assert (REPO / link / "ansible_collections" / NAMESPACE / NAME).resolve() == REPO, link
