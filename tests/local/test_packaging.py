@@ -1,7 +1,8 @@
 """The sendfleet package as others install it: `pip install .` (not editable) from a copy of the repository into a
 fresh venv of each Python that pyproject.toml allows (3.11-3.13, what ansible-core 2.19 supports), then every
-module of the installed package imports with only what the package declares; and every third-party import of the
-sources is a declared requirement.
+module of the installed package imports with only what the package declares; every third-party import of the
+sources is a declared requirement; and the execution environment (execution-environment.yml, ansible-builder v3)
+writes its build context with the package's wheel in it.
 
 Needs PyPI or the machine's pip configuration (pip's cache keeps re-runs fast) and python3.11; python3.12 and
 python3.13 are tested when the machine has them (pyenv's are found too).
@@ -21,6 +22,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "scripts/sendfleet"
@@ -148,3 +150,32 @@ def test_python_range_matches_ansible_core() -> None:
     assert PYPROJECT["project"]["requires-python"] == ">=3.11,<3.14"
     assert PYPROJECT["tool"]["ruff"]["target-version"] == "py311"
     assert PYPROJECT["tool"]["mypy"]["python_version"] == "3.11"
+
+
+def test_execution_environment_build_context(source: Path, tmp_path: Path) -> None:
+    """`ansible-builder create` (no container engine here: the build context only) with the wheel built by
+    `pip wheel --no-deps -w dist .`, as docs/awx.md says."""
+    ee = yaml.safe_load((REPO / "execution-environment.yml").read_text())
+    assert ee["version"] == 3
+    project = PYPROJECT["project"]
+    pins = {_name(r): r for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    assert ee["dependencies"]["ansible_core"]["package_pip"] == pins["ansible-core"]
+    assert ee["dependencies"]["ansible_runner"]["package_pip"] == pins["ansible-runner"]
+
+    shutil.copy(REPO / "execution-environment.yml", tmp_path / "execution-environment.yml")
+    shutil.copy(REPO / "bindep.txt", tmp_path / "bindep.txt")
+    wheel = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
+                 "-w", str(tmp_path / "dist"), str(source)], cwd=tmp_path)
+    assert wheel.returncode == 0, wheel.stdout[-3000:] + wheel.stderr[-3000:]
+    builder = str(Path(sys.executable).parent / "ansible-builder")
+    proc = run([builder, "create", "-f", "execution-environment.yml", "-c", "context", "-v", "3"], cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "No matches" not in out and "does not exist" not in out, out[-3000:]
+    context = tmp_path / "context"
+    (containerfile,) = [p for p in (context / "Containerfile", context / "Dockerfile") if p.is_file()]
+    text = containerfile.read_text()
+    assert f'ARG ANSIBLE_INSTALL_REFS="{pins["ansible-core"]} {pins["ansible-runner"]}"' in text
+    assert "pip install --no-cache-dir /tmp/sendfleet/*.whl" in text
+    assert [p.name for p in (context / "_build/sendfleet").iterdir()] == [f"sendfleet-{VERSION}-py3-none-any.whl"]
+    assert (context / "_build/bindep.txt").read_text() == (REPO / "bindep.txt").read_text()
