@@ -16,6 +16,9 @@ gate "mypy (strict, the package)" mypy
 gate "yamllint" yamllint -s .
 gate "ansible-lint (production profile)" ansible-lint --profile production
 gate "site.yml syntax" ansible-playbook -i inventories/example site.yml --syntax-check
+collection_out=$(mktemp -d)
+gate "collection build (galaxy.yml)" ansible-galaxy collection build --output-path "$collection_out"
+rm -rf "$collection_out"
 
 note "unit and local-server tests"
 pyt tests/unit tests/local
