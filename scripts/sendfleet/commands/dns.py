@@ -1,14 +1,17 @@
 """`sendfleet dns plan|apply|check|gate`: the records of the fleet, planned, published and verified.
 
-sendfleet dns plan  -i INV [--format zone|json]     every record needed (exit 1 if some cannot be planned)
-sendfleet dns apply -i INV [--dry-run] [--format table|json]
+sendfleet dns plan  [-i INV]... [--format zone|json]     every record needed (exit 1 if some cannot be planned)
+sendfleet dns apply [-i INV]... [--dry-run] [--format table|json]
                                                     RFC 2136 + TSIG, only the differences (exit 0)
-sendfleet dns check -i INV [--format table|json]    what the resolver sees vs the plan, linters, FCrDNS
+sendfleet dns check [-i INV]... [--format table|json]    what the resolver sees vs the plan, linters, FCrDNS
                                                     (exit 1 on any error, 3 if the resolver never answers)
-sendfleet dns gate  -i INV [--host HOST] [--format table|json]
+sendfleet dns gate  [-i INV]... [--host HOST] [--format table|json]
                                                     the FCrDNS gate per sending IP; JSON: a list of
                                                     {ip, host, pool, ptr, helo, passed, fcrdns, mode, reasons}
                                                     (exit 0 all passed, 1 some left out, 3 resolver silent)
+
+INV: any inventory source ansible-playbook takes (repeatable; default: ansible.cfg / ANSIBLE_INVENTORY), with
+--vault-id / --vault-password-file for vaulted variables (sendfleet.inventory_io).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from sendfleet.core import check as checks
@@ -26,7 +28,7 @@ from sendfleet.core.records import Plan, json_text, plan_records, zone_text
 from sendfleet.dns.resolve import AuthoritativeLookup, ResolverLookup
 from sendfleet.dns.update import apply as apply_plan
 from sendfleet.errors import EXIT_OK, EXIT_PROBLEMS, CannotCheckError, UsageError
-from sendfleet.inventory_io import load_inventory, read_dkim_keys
+from sendfleet.inventory_io import add_inventory_options, inventory_from_args, read_dkim_keys
 
 
 def register(sub: Any) -> None:
@@ -35,7 +37,7 @@ def register(sub: Any) -> None:
     verbs.required = True
 
     def common(p: argparse.ArgumentParser, formats: tuple[str, ...]) -> None:
-        p.add_argument("-i", "--inventory", required=True, type=Path, help="inventory directory")
+        add_inventory_options(p)
         p.add_argument("--format", choices=formats, default=formats[0])
 
     p = verbs.add_parser("plan", help="every record the fleet needs, as zone-file snippets or JSON")
@@ -63,7 +65,7 @@ def register(sub: Any) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[Inventory, Plan]:
-    inv = load_inventory(args.inventory)
+    inv = inventory_from_args(args)
     return inv, plan_records(inv, read_dkim_keys(inv))
 
 
@@ -143,7 +145,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    inv = load_inventory(args.inventory)
+    inv = inventory_from_args(args)
     if args.host is not None and args.host not in inv.hosts:
         raise UsageError(f"--host {args.host}: not a host of {inv.path}")
     lookup = ResolverLookup(inv.resolver)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from sendfleet.errors import EXIT_OK, EXIT_PROBLEMS, InventoryError
+from sendfleet.inventory_io import add_inventory_options, inventory_label
 
 
 def register(sub: Any) -> None:
@@ -35,18 +35,18 @@ def register(sub: Any) -> None:
         description="List every problem of the inventory at once, each naming its file and key.",
         epilog="example: sendfleet inventory check -i inventories/prod --format json",
     )
-    check.add_argument("-i", "--inventory", type=Path, required=True, help="inventory directory")
+    add_inventory_options(check)
     check.add_argument("--format", choices=("table", "json"), default="table")
     check.set_defaults(func=cmd_check)
 
 
-def inventory_problems(path: Path) -> list[str]:
-    """Every problem of the inventory at `path` (empty: sendfleet accepts it). Files that cannot be read as
-    an inventory (missing, not YAML) raise UsageError: one line, exit 2, as in every command."""
-    from sendfleet.inventory_io import load_inventory
+def inventory_problems(args: argparse.Namespace) -> list[str]:
+    """Every problem of the inventory the options name (empty: sendfleet accepts it). Sources that cannot be read
+    as an inventory (missing, unparsable) raise UsageError: one line, exit 2, as in every command."""
+    from sendfleet.inventory_io import inventory_from_args
 
     try:
-        load_inventory(path)
+        inventory_from_args(args)
     except InventoryError as err:
         return list(err.problems)
     return []
@@ -61,10 +61,11 @@ def _split(problem: str) -> dict[str, str]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    problems = inventory_problems(args.inventory)
+    problems = inventory_problems(args)
+    label = inventory_label(args)
     if args.format == "json":
         data = {
-            "inventory": str(args.inventory),
+            "inventory": label,
             "ok": not problems,
             "problems": [{"text": p, **_split(p)} for p in problems],
         }
@@ -72,7 +73,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     elif problems:
         for problem in problems:
             sys.stdout.write(f"{problem}\n")
-        sys.stdout.write(f"{args.inventory}: {len(problems)} problem(s); nothing was changed\n")
+        sys.stdout.write(f"{label}: {len(problems)} problem(s); nothing was changed\n")
     else:
-        sys.stdout.write(f"{args.inventory}: no problems\n")
+        sys.stdout.write(f"{label}: no problems\n")
     return EXIT_PROBLEMS if problems else EXIT_OK

@@ -1,4 +1,9 @@
-"""`sendfleet pool list | assign`: the vetted IPs of each pool and which sender host uses them."""
+"""`sendfleet pool list | assign`: the vetted IPs of each pool and which sender host uses them.
+
+Both read the inventory as Ansible does (`sendfleet.inventory_io`: any source, `-i` optional and repeatable);
+`assign` writes the new `sending_ips` entries into `host_vars/<host>.yml` of the inventory's variables folder
+(`inventory_io.vars_dir`: the inventory folder, or `sendfleet_vars_dir`), keeping comments, atomically.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,11 @@ from rich.table import Table
 
 from sendfleet import yamlfile
 from sendfleet.core.assign import DEFAULT_PTR_TEMPLATE, plan_assignments, ptr_name
+from sendfleet.core.inventory import Inventory
 from sendfleet.errors import EXIT_OK, UsageError
+from sendfleet.inventory_io import add_inventory_options, inventory_from_args, writable_vars_file
+
+SENDERS = "senders"
 
 
 def register(sub: Any) -> None:
@@ -21,11 +30,11 @@ def register(sub: Any) -> None:
     verbs = pool.add_subparsers(dest="verb", metavar="VERB", parser_class=type(pool))
     verbs.required = True
     ls = verbs.add_parser("list", help="every vetted IP, its pool and the host that uses it")
-    ls.add_argument("-i", "--inventory", type=Path, required=True)
+    add_inventory_options(ls)
     ls.add_argument("--format", choices=("table", "json"), default="table")
     ls.set_defaults(func=_list)
     assign = verbs.add_parser("assign", help="give sender hosts vetted IPs that no host uses yet")
-    assign.add_argument("-i", "--inventory", type=Path, required=True)
+    add_inventory_options(assign)
     assign.add_argument("--pool", action="append", dest="pools", metavar="NAME",
                         help="pool to assign from (repeatable; default: every pool with vetted IPs)")
     assign.add_argument("--per-host", type=int, default=2, help="IPs of each pool per sender (default 2)")
@@ -39,31 +48,25 @@ def register(sub: Any) -> None:
     assign.set_defaults(func=_assign)
 
 
-def _senders(inv: Path) -> list[str]:
-    hosts = yamlfile.load(inv / "hosts.yml")
-    try:
-        senders = hosts["all"]["children"]["senders"]["hosts"]
-    except (KeyError, TypeError):
-        raise UsageError(f"{inv / 'hosts.yml'}: no group 'senders' under all.children") from None
-    return [str(h) for h in (senders or {})]
+def _senders(inv: Inventory) -> list[str]:
+    senders = [h.name for h in inv.group(SENDERS)]
+    if not senders:
+        raise UsageError(f"{inv.path}: no host in group {SENDERS!r}")
+    return senders
 
 
-def _vetted(inv: Path) -> dict[str, list[str]]:
-    path = inv / "group_vars/all/vetted_ips.yml"
-    data = yamlfile.load(path, missing_ok=True) or {}
-    pools = data.get("vetted_ips") or {}
-    if not isinstance(pools, dict):
-        raise UsageError(f"{path}: vetted_ips must map pool names to lists")
-    out: dict[str, list[str]] = {}
-    for pool, entries in pools.items():
-        if not isinstance(entries, list) or not all(isinstance(e, dict) and "ip" in e for e in entries):
-            raise UsageError(f"{path}: vetted_ips.{pool} must be a list of entries with an 'ip'")
-        out[str(pool)] = [str(e["ip"]) for e in entries]
-    return out
+def _vetted(inv: Inventory) -> dict[str, list[str]]:
+    return {pool: [str(v.ip) for v in entries] for pool, entries in inv.vetted_ips.items()}
 
 
-def _host_vars(inv: Path, host: str) -> tuple[Path, Any]:
-    path = inv / "host_vars" / f"{host}.yml"
+def _in_use(inv: Inventory, hosts: list[str]) -> dict[str, list[tuple[str, str]]]:
+    return {h: [(str(s.ip), s.pool) for s in inv.hosts[h].sending_ips] for h in hosts}
+
+
+def _host_vars(inv: Inventory, host: str) -> tuple[Path, Any]:
+    """The host's YAML vars file that sendfleet writes `sending_ips` to, loaded round-trip (refused in one line when
+    Ansible takes the host's sending_ips from somewhere else)."""
+    path = writable_vars_file(inv, "sending_ips", host=host)
     data = yamlfile.load(path, missing_ok=True)
     if data is None:
         data = yamlfile.load_text("{}\n")
@@ -71,24 +74,19 @@ def _host_vars(inv: Path, host: str) -> tuple[Path, Any]:
         raise UsageError(f"{path}: expected a mapping")
     ips = data.get("sending_ips")
     if ips is not None and not (isinstance(ips, list) and all(isinstance(e, dict) and "ip" in e for e in ips)):
-        raise UsageError(f"{path}: sending_ips must be a list of entries with an 'ip'")
+        raise UsageError(f"{path}: sending_ips must be a list of entries with an 'ip' (sendfleet appends to it)")
     return path, data
 
 
-def _in_use(inv: Path, hosts: list[str]) -> dict[str, list[tuple[str, str]]]:
-    return {h: [(str(e["ip"]), str(e.get("pool", ""))) for e in (_host_vars(inv, h)[1].get("sending_ips") or [])]
-            for h in hosts}
-
-
 def _list(args: argparse.Namespace) -> int:
-    inv = args.inventory
+    inv = inventory_from_args(args)
     hosts = _senders(inv)
     user = {ip: h for h, pairs in _in_use(inv, hosts).items() for ip, _ in pairs}
     rows = [{"pool": p, "ip": ip, "host": user.get(ip)} for p, ips in _vetted(inv).items() for ip in ips]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return EXIT_OK
-    table = Table(title=f"vetted IPs in {inv}")
+    table = Table(title=f"vetted IPs in {inv.path}")
     for col in ("pool", "ip", "host"):
         table.add_column(col)
     for r in rows:
@@ -98,14 +96,14 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _assign(args: argparse.Namespace) -> int:
-    inv: Path = args.inventory
     if args.per_host < 1:
         raise UsageError(f"--per-host {args.per_host}: must be at least 1")
+    inv = inventory_from_args(args)
     senders = _senders(inv)
     hosts = [h.strip() for h in args.hosts.split(",")] if args.hosts else senders
     unknown = [h for h in hosts if h not in senders]
     if unknown:
-        raise UsageError(f"--hosts: {', '.join(unknown)} not in group senders of {inv / 'hosts.yml'}")
+        raise UsageError(f"--hosts: {', '.join(unknown)} not in group {SENDERS} of {inv.path}")
     vetted = _vetted(inv)
     pools = args.pools or list(vetted)
     missing = [p for p in pools if p not in vetted]
@@ -121,9 +119,8 @@ def _assign(args: argparse.Namespace) -> int:
             raise UsageError(f"--warmup-start {warmup!r}: expected YYYY-MM-DD or 'today'") from None
     domain = args.domain
     if domain is None:
-        lab_vars = yamlfile.load(inv / "group_vars/all/lab.yml", missing_ok=True) or {}
-        domain = lab_vars.get("host_domain")
-        if not domain:
+        domain = inv.vars.get("host_domain")
+        if not domain or not isinstance(domain, str):
             raise UsageError("--domain is required (the inventory has no host_domain)")
     try:  # a bad template is bad input even when there is nothing to assign today
         ptr_name(args.ptr_template, "192.0.2.1", hosts[0] if hosts else "host", domain)
@@ -134,17 +131,16 @@ def _assign(args: argparse.Namespace) -> int:
                                 pools=pools, ptr_template=args.ptr_template, domain=domain, warmup_start=warmup)
     except (KeyError, IndexError, ValueError) as err:
         raise UsageError(f"--ptr-template {args.ptr_template!r}: {err}") from None
+    # every file is found and read before anything is printed or written: a refusal leaves every file as it was
+    targets = [(_host_vars(inv, host), [a for a in plan if a.host == host]) for host in hosts
+               if any(a.host == host for a in plan)]
     for a in plan:
         print(f"{a.host}: {a.ip} -> pool {a.pool}, PTR/HELO {a.ptr}")
     if not plan:
         print("nothing to assign: every sender has its share (or no vetted IP is free)")
     if args.dry_run or not plan:
         return EXIT_OK
-    for host in hosts:
-        mine = [a for a in plan if a.host == host]
-        if not mine:
-            continue
-        path, data = _host_vars(inv, host)
+    for (path, data), mine in targets:
         entries = data.get("sending_ips")
         if entries is None:
             entries = yamlfile.load_text("[]\n")

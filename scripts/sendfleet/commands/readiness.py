@@ -35,7 +35,7 @@ from rich.table import Table
 from sendfleet.core.inventory import Inventory
 from sendfleet.core.readiness import CHECKS, Report, plan_routes
 from sendfleet.errors import CannotCheckError, UsageError
-from sendfleet.inventory_io import load_inventory
+from sendfleet.inventory_io import add_inventory_options, inventory_from_args
 
 
 def register(sub: Any) -> None:
@@ -45,7 +45,7 @@ def register(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-i", "--inventory", type=Path, required=True, metavar="INVENTORY")
+    add_inventory_options(parser)
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--host", action="append", default=[], metavar="H", help="only this sender host")
     parser.add_argument("--domain", action="append", default=[], metavar="D", help="only this sender domain")
@@ -96,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.max_per_ip < 1 or args.wait <= 0 or not 1 <= args.port <= 65535:
         raise UsageError("--max-per-ip must be >= 1, --wait > 0 and --port 1-65535")
-    inv = load_inventory(args.inventory)
+    inv = inventory_from_args(args)
     for h in args.host:
         if h not in inv.hosts:
             raise UsageError(f"--host {h}: not in the inventory (hosts: {', '.join(inv.hosts)})")
@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"--domain {d}: not a sender domain (known: {', '.join(inv.sender_domains)})")
     routes = plan_routes(inv, hosts=args.host, domains=args.domain)
     if not routes:
-        raise UsageError(f"{args.inventory}: no sender host has a sending IP in the pool of a sender domain")
+        raise UsageError(f"{inv.path}: no sender host has a sending IP in the pool of a sender domain")
     recipient, source, from_local, use_sink = resolve_options(args, inv)
     collector: Collector
     fleet_ips = [str(s.ip) for s in inv.sending_ips()]

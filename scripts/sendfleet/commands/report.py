@@ -15,13 +15,14 @@ from typing import Any
 
 from sendfleet.core import maillog
 from sendfleet.errors import EXIT_OK, EXIT_PROBLEMS, CannotCheckError, UsageError
+from sendfleet.inventory_io import add_inventory_options
 
 STATE_DIR = "/var/lib/sendfleet/monitor"
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("report", help="deliveries per sending IP and provider, with a PNG chart")
-    parser.add_argument("-i", "--inventory", type=Path, required=True)
+    add_inventory_options(parser)
     parser.add_argument("--hours", type=int, default=24, help="window in hours, up to now (default 24)")
     parser.add_argument("--png", type=Path, help="write a chart of the window to this PNG file")
     parser.add_argument("--format", choices=("table", "json"), default="table")
@@ -33,13 +34,13 @@ def register(sub: Any) -> None:
 
 
 def _fetch(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    from sendfleet.inventory_io import load_inventory
+    from sendfleet.inventory_io import inventory_from_args
     from sendfleet.monitor import remote
 
-    inv = load_inventory(args.inventory)
+    inv = inventory_from_args(args)
     hosts = inv.group(args.group)
     if not hosts:
-        raise UsageError(f"{args.inventory}: no host in group {args.group!r}")
+        raise UsageError(f"{inv.path}: no host in group {args.group!r}")
     out: dict[str, dict[str, Any]] = {}
     for host in hosts:
         if args.from_dir is not None:

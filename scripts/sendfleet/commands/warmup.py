@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sendfleet.core import poolmap, warmup
 from sendfleet.errors import EXIT_OK, CannotCheckError, UsageError
+from sendfleet.inventory_io import add_inventory_options
 
 if TYPE_CHECKING:
     from sendfleet.core.inventory import Host, Inventory
@@ -32,7 +33,7 @@ def register(sub: Any) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=type(parser))
     verbs.required = True
     plan = verbs.add_parser("plan", help="every IP's stage today and on the next days")
-    plan.add_argument("-i", "--inventory", type=Path, required=True)
+    add_inventory_options(plan)
     plan.add_argument("--days", type=int, default=7, help="days shown after today (default 7)")
     plan.add_argument("--today", help="plan as of this date (YYYY-MM-DD; default: today)")
     plan.add_argument("--format", choices=("table", "json"), default="table")
@@ -174,17 +175,17 @@ def _limits_text(limits: dict[str, int]) -> str:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from sendfleet.inventory_io import load_inventory
+    from sendfleet.inventory_io import inventory_from_args
 
     if not 0 <= args.days <= 366:
         raise UsageError(f"--days {args.days}: expected 0..366")
     today = _parse_day(args.today)
-    inv = load_inventory(args.inventory)
+    inv = inventory_from_args(args)
     recorded: dict[str, dict[str, Any]] = {}
     if args.from_hosts or args.from_dir is not None:
         hosts = inv.group(args.group)
         if not hosts:
-            raise UsageError(f"{args.inventory}: no host in group {args.group!r}")
+            raise UsageError(f"{inv.path}: no host in group {args.group!r}")
         recorded, problems = read_records(hosts, args.from_dir)
         for line in problems:
             print(f"warmup plan: {line}", file=sys.stderr)

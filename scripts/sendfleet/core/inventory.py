@@ -1,13 +1,15 @@
 """The fleet inventory as a typed, validated model (pure: no file access here).
 
 One source of truth: the DNS planner, the FCrDNS gate, pool assignment, warm-up and readiness all read
-the same `Inventory`. `sendfleet.inventory_io.load_inventory(path)` reads an Ansible inventory
-directory and calls `build_inventory` below; tests and other tools can call `build_inventory` directly
-with in-memory `VarSource`s.
+the same `Inventory`. `sendfleet.inventory_io.load_inventory(...)` reads an inventory through ansible-core
+(the variables a play sees: Jinja rendered, vault decrypted) and calls `build_inventory` below; tests and other
+tools can call `build_inventory` directly with in-memory `VarSource`s. A value Ansible cannot evaluate arrives as
+`Unresolved` and is an error only where a rule needs it.
 
-Variables read (Ansible semantics: a later source replaces a whole top-level key of an earlier one):
+Variables read (a later source replaces a whole top-level key of an earlier one; each key remembers its source,
+and its YAML file when it has one: `Inventory.var_origins/var_files`, `Host.var_origins/var_files`):
 
-Global (from `all` vars in hosts.yml and group_vars/all.yml or group_vars/all/*.yml):
+Global (the variables of the group `all`: its inventory vars, group_vars/all.yml or group_vars/all/*.yml):
   pools:            {NAME: {spf_domain: optional name publishing the pool's ip4/ip6 for `include:`}}
   sender_domains:   {DOMAIN: {pool, selectors: [..] (RSA), signing_selector (optional),
                               ed25519_selectors: [..], ed25519_signing_selector (optional: dual signing),
@@ -220,6 +222,8 @@ class Host:
     groups: tuple[str, ...]
     sending_ips: tuple[SendingIp, ...]
     vars: Mapping[str, Any]  # the host's merged variables (plain Python values)
+    var_origins: Mapping[str, str] = field(default_factory=dict)  # key -> where its value comes from (messages)
+    var_files: Mapping[str, Path] = field(default_factory=dict)  # key -> the YAML file its value comes from
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,8 @@ class Inventory:
     admin_networks: tuple[IPNetwork, ...] = ()
     vetted_ips: Mapping[str, tuple[VettedIp, ...]] = field(default_factory=dict)
     vars: Mapping[str, Any] = field(default_factory=dict)  # merged global (`all`) variables
+    var_origins: Mapping[str, str] = field(default_factory=dict)  # global key -> where its value comes from
+    var_files: Mapping[str, Path] = field(default_factory=dict)  # global key -> the YAML file it comes from
 
     def sending_ips(self) -> list[SendingIp]:
         """Every sending IP of every host, in host order then inventory order."""
@@ -265,10 +271,12 @@ class Inventory:
 
 @dataclass(frozen=True)
 class VarSource:
-    """Variables read from one place; `source` names it in messages (e.g. 'group_vars/all/pools.yml')."""
+    """Variables read from one place; `source` names it in messages (e.g. 'group_vars/all/pools.yml',
+    'hosts.ini (host mta1)'); `file`: the YAML file they were read from, when one (where a write must go)."""
 
     source: str
     data: Mapping[str, Any]
+    file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -284,10 +292,15 @@ class _Vars:
     def __init__(self, sources: Sequence[VarSource]) -> None:
         self.values: dict[str, Any] = {}
         self.origin: dict[str, str] = {}
+        self.files: dict[str, Path] = {}
         for src in sources:
             for key, value in src.data.items():
                 self.values[str(key)] = value
                 self.origin[str(key)] = src.source
+                if src.file is None:
+                    self.files.pop(str(key), None)
+                else:
+                    self.files[str(key)] = src.file
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
@@ -328,25 +341,28 @@ def is_selector(value: str) -> bool:
     return is_domain_name(value, allow_underscore=False)
 
 
-class Vaulted:
-    """A value encrypted with ansible-vault: sendfleet cannot read it (it fails only if it is needed)."""
+@dataclass(frozen=True)
+class Unresolved:
+    """A variable Ansible cannot evaluate on the controller (a Jinja error, a vault value without its secret):
+    an error only where sendfleet needs the value; `reason` says why (never the value)."""
+
+    reason: str
 
     def __repr__(self) -> str:
-        return "<vault-encrypted>"
+        return f"<unresolved: {self.reason}>"
+
+
+def _resolved(value: Any, where: str) -> Any:
+    if isinstance(value, Unresolved):
+        raise UsageError(f"{where}: {value.reason}")
+    return value
 
 
 def _str(value: Any, where: str) -> str:
-    if isinstance(value, Vaulted):
-        raise UsageError(
-            f"{where}: encrypted with ansible-vault, which sendfleet does not decrypt"
-            " (for dns_tsig_secret, set SENDFLEET_DNS_TSIG_SECRET in the environment instead)"
-        )
+    value = _resolved(value, where)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise UsageError(f"{where}: expected a string, got {_kind(value)}")
-    text = str(value)
-    if "{{" in text or "{%" in text:
-        raise UsageError(f"{where}: Jinja templates are not evaluated by sendfleet; give the value itself")
-    return text
+    return str(value)
 
 
 def _kind(value: Any) -> str:
@@ -360,6 +376,7 @@ def _kind(value: Any) -> str:
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    value = _resolved(value, where)
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -368,6 +385,7 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
 
 
 def _list(value: Any, where: str, *, scalar_ok: bool = False) -> list[Any]:
+    value = _resolved(value, where)
     if value is None:
         return []
     if scalar_ok and isinstance(value, str):
@@ -378,10 +396,9 @@ def _list(value: Any, where: str, *, scalar_ok: bool = False) -> list[Any]:
 
 
 def _int(value: Any, where: str, lo: int, hi: int) -> int:
+    value = _resolved(value, where)
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise UsageError(f"{where}: expected an integer, got {_kind(value)}")
-    if isinstance(value, str) and ("{{" in value or "{%" in value):
-        raise UsageError(f"{where}: Jinja templates are not evaluated by sendfleet; give the value itself")
     try:
         number = int(value)
     except ValueError:
@@ -421,6 +438,7 @@ def _network(value: Any, where: str) -> IPNetwork:
 
 
 def _date(value: Any, where: str) -> date | None:
+    value = _resolved(value, where)
     if value is None:
         return None
     if isinstance(value, date):
@@ -742,6 +760,7 @@ def one_line(text: str) -> str:
 
 
 def _bool(value: Any, where: str) -> bool:
+    value = _resolved(value, where)
     if isinstance(value, bool):
         return value
     text = _str(value, where).strip().lower()
@@ -821,7 +840,7 @@ def _build(
                 )
             seen[sip.ip] = sip
         problems.check(_check_host, hsrc, hv, ips, vetted, default=None)
-        built_hosts[hsrc.name] = Host(hsrc.name, hsrc.groups, ips, dict(hv.values))
+        built_hosts[hsrc.name] = Host(hsrc.name, hsrc.groups, ips, dict(hv.values), dict(hv.origin), dict(hv.files))
 
     nets: dict[str, tuple[IPNetwork, ...]] = {}
     for key in ("app_networks", "admin_networks"):
@@ -859,6 +878,8 @@ def _build(
         admin_networks=nets["admin_networks"],
         vetted_ips=vetted,
         vars=dict(v.values),
+        var_origins=dict(v.origin),
+        var_files=dict(v.files),
     )
 
 
