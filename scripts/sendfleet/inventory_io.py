@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from sendfleet.core.inventory import HostSource, Inventory, Unresolved, VarSource, build_inventory, one_line
-from sendfleet.errors import InventoryError, UsageError
+from sendfleet.errors import UsageError
 
 VARS_DIR_KEY = "sendfleet_vars_dir"
 VAULT_HELP = "(--vault-id, --vault-password-file, ANSIBLE_VAULT_PASSWORD_FILE)"
@@ -100,15 +100,30 @@ def inventory_label(args: argparse.Namespace) -> str:
 
 
 @dataclass(frozen=True)
-class _Loaded:
-    """What a loaded inventory keeps beside the model: its sources and vault secrets (for writes and keys)."""
+class InventoryVars:
+    """The variables as Ansible gives them, before sendfleet's rules, with the sources and vault secrets they
+    were read with. Writers use it (`sendfleet vet --admit` must work on an inventory that the rules still refuse
+    for IPs it has not vetted yet); `load_inventory` builds the model from it."""
 
+    path: Path  # the folder of the first source
     sources: tuple[str, ...]  # absolute paths (or Ansible host lists "a,b")
     basedirs: tuple[Path, ...]  # the folders whose group_vars/host_vars Ansible reads
     secrets: tuple[Any, ...]  # (vault_id, VaultSecret) pairs
+    global_vars: tuple[VarSource, ...]
+    hosts: tuple[HostSource, ...]
+
+    def value(self, key: str, host: str | None = None) -> Any:
+        """The value of `key` for the group `all` (or for `host`); None when no source defines it."""
+        source = self.source(key, host)
+        return None if source is None else source.data[key]
+
+    def source(self, key: str, host: str | None = None) -> VarSource | None:
+        """The source whose value of `key` Ansible takes (the last defining it)."""
+        layers = self.global_vars if host is None else next((h.vars for h in self.hosts if h.name == host), ())
+        return next((src for src in reversed(layers) if key in src.data), None)
 
 
-_LOADED: dict[int, _Loaded] = {}
+_LOADED: dict[int, InventoryVars] = {}
 
 
 def load_inventory(
@@ -119,10 +134,23 @@ def load_inventory(
 ) -> Inventory:
     """Read and validate an inventory (Ansible's default when `sources` is None). UsageError names file and key;
     InventoryError lists every problem."""
+    found = read_inventory_vars(sources, vault_ids=vault_ids, vault_password_files=vault_password_files)
+    inventory = build_inventory(found.path, found.global_vars, found.hosts)
+    _LOADED[id(inventory)] = found
+    weakref.finalize(inventory, _LOADED.pop, id(inventory), None)
+    return inventory
+
+
+def read_inventory_vars(
+    sources: Path | str | Sequence[Path | str] | None = None,
+    *,
+    vault_ids: Sequence[str] = (),
+    vault_password_files: Sequence[str] = (),
+) -> InventoryVars:
+    """The inventory's variables as Ansible gives them, not yet checked against sendfleet's rules. A source that
+    cannot be read is a UsageError naming it."""
     try:
         return _load(sources, vault_ids, vault_password_files)
-    except InventoryError:
-        raise  # already one line per problem
     except UsageError as err:
         raise UsageError(one_line(str(err))) from None
 
@@ -153,7 +181,7 @@ def _source_list(sources: Path | str | Sequence[Path | str] | None) -> list[str]
 
 
 def _load(sources: Path | str | Sequence[Path | str] | None, vault_ids: Sequence[str],
-          password_files: Sequence[str]) -> Inventory:
+          password_files: Sequence[str]) -> InventoryVars:
     paths = _source_list(sources)
     _import_ansible_display()
     from ansible import constants as C
@@ -183,11 +211,8 @@ def _load(sources: Path | str | Sequence[Path | str] | None, vault_ids: Sequence
             where = failed.group(1) if failed else ", ".join(paths)
             message = f"{where}: no inventory Ansible can parse (YAML or INI file, script, plugin config)"
         raise UsageError(message.replace(f"{root}{os.sep}", "")) from None
-    inventory = build_inventory(root, global_vars, hosts)
     basedirs = tuple(dict.fromkeys(p if p.is_dir() else p.parent for p in files))
-    _LOADED[id(inventory)] = _Loaded(tuple(paths), basedirs, tuple(secrets))
-    weakref.finalize(inventory, _LOADED.pop, id(inventory), None)
-    return inventory
+    return InventoryVars(root, tuple(paths), basedirs, tuple(secrets), tuple(global_vars), tuple(hosts))
 
 
 def _import_ansible_display() -> None:
@@ -454,7 +479,9 @@ def _natural(name: str) -> tuple[Any, ...]:
 # ------------------------------------------------------------------------------------------- helpers
 
 
-def _loaded(inv: Inventory) -> _Loaded:
+def _loaded(inv: Inventory | InventoryVars) -> InventoryVars:
+    if isinstance(inv, InventoryVars):
+        return inv
     loaded = _LOADED.get(id(inv))
     if loaded is None:
         raise UsageError(f"{inv.path}: this inventory was not read from files (load_inventory)")
@@ -493,18 +520,19 @@ def _decrypted(inv: Inventory, path: Path, data: bytes) -> bytes:
         raise UsageError(f"{path}: cannot decrypt the DKIM key: {_ansible_message(err)}") from None
 
 
-def vars_dir(inv: Inventory) -> Path:
+def vars_dir(inv: Inventory | InventoryVars) -> Path:
     """The folder sendfleet writes group_vars/host_vars YAML into: `sendfleet_vars_dir` (relative to the inventory
     folder) or the first inventory source when it is a folder. It must be a folder Ansible reads for this
     inventory (a source folder or the folder of a source file); else one UsageError line."""
     loaded = _loaded(inv)
-    configured = inv.vars.get(VARS_DIR_KEY)
+    configured = loaded.value(VARS_DIR_KEY)
     if configured is not None and configured != "":
-        where = f"{inv.var_files.get(VARS_DIR_KEY) or 'inventory'}: {VARS_DIR_KEY}"
+        source = loaded.source(VARS_DIR_KEY)
+        where = f"{source.source if source else 'inventory'}: {VARS_DIR_KEY}"
         if not isinstance(configured, str):
             raise UsageError(f"{where}: expected a folder name")
         folder = Path(configured).expanduser()
-        folder = (folder if folder.is_absolute() else inv.path / folder).resolve()
+        folder = (folder if folder.is_absolute() else loaded.path / folder).resolve()
         if folder not in {b.resolve() for b in loaded.basedirs}:
             raise UsageError(
                 f"{where}: Ansible does not read {folder} with this inventory: give it as another -i"
@@ -520,22 +548,21 @@ def vars_dir(inv: Inventory) -> Path:
     )
 
 
-def writable_vars_file(inv: Inventory, key: str, *, host: str | None = None, name: str | None = None) -> Path:
-    """The YAML file sendfleet writes `key` to: `group_vars/all/<name>.yml` (global) or `host_vars/<host>.yml`.
-    Refused in one line when Ansible takes `key` from another place (the write would be shadowed, or would
-    shadow it)."""
-    folder = vars_dir(inv)
+def writable_vars_file(inv: Inventory | InventoryVars, key: str, *, host: str | None = None,
+                       name: str | None = None) -> Path:
+    """The YAML file sendfleet writes `key` to: `group_vars/all/<name or key>.yml` (global) or
+    `host_vars/<host>.yml`. Refused in one line when Ansible takes `key` from another place (the write would be
+    shadowed by it, or would shadow it)."""
+    loaded = _loaded(inv)
+    folder = vars_dir(loaded)
     if host is None:
         target = folder / "group_vars" / "all" / f"{name or key}.yml"
-        origin = inv.var_files.get(key)
-        label = inv.var_origins.get(key)
     else:
         target = folder / "host_vars" / f"{host}.yml"
-        origin = inv.hosts[host].var_files.get(key) if host in inv.hosts else None
-        label = inv.hosts[host].var_origins.get(key) if host in inv.hosts else None
-    if label is not None and (origin is None or origin.resolve() != target.resolve()):
+    source = loaded.source(key, host)
+    if source is not None and (source.file is None or source.file.resolve() != target.resolve()):
         raise UsageError(
-            f"{label}: {key}: sendfleet writes {key} to {target} only, and Ansible takes it from here: "
+            f"{source.source}: {key}: sendfleet writes {key} to {target} only, and Ansible takes it from here: "
             f"move {key} there first"
         )
     return target

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sendfleet.cli import main
-from sendfleet.errors import UsageError
-from sendfleet.inventory_io import load_inventory, read_dkim_keys
+from sendfleet.errors import InventoryError, UsageError
+from sendfleet.inventory_io import load_inventory, read_dkim_keys, read_inventory_vars, writable_vars_file
 
 BIN = Path(sys.executable).parent
 TSIG = base64.b64encode(b"a shared TSIG secret, 32 bytes!!").decode()
@@ -352,3 +352,22 @@ def test_a_vars_dir_ansible_does_not_read_is_refused(tmp_path: Path, keys: dict[
     inv = load_inventory([ini, tmp_path / "elsewhere"])
     assert len(inv.hosts["mta3"].sending_ips) == 2
     assert (tmp_path / "elsewhere/host_vars/mta3.yml").is_file()
+
+
+def test_the_vetted_ips_file_is_found_even_in_an_inventory_the_rules_refuse(tmp_path: Path,
+                                                                          keys: dict[str, bytes]) -> None:
+    """`vet --admit` writes where Ansible reads vetted_ips, also while a sending IP still waits for its vetting."""
+    hosts = json.loads(json.dumps(HOSTS))
+    hosts["mta2"]["sending_ips"].append({"ip": "198.51.100.90", "pool": "marketing", "ptr": "o90.mta2.fleet.test"})
+    root = yaml_fleet(tmp_path / "yaml", keys, hosts)
+    with pytest.raises(InventoryError, match=r"198\.51\.100\.90 is not in vetted_ips\[marketing\]"):
+        load_inventory(root)
+    target = writable_vars_file(read_inventory_vars(root), "vetted_ips")
+    assert target.resolve() == (root / "group_vars/all/vetted_ips.yml").resolve()
+    ini = ini_fleet(tmp_path / "ini", keys)
+    with pytest.raises(UsageError, match="not an inventory folder: set sendfleet_vars_dir"):
+        writable_vars_file(read_inventory_vars(ini), "vetted_ips")
+    ini.write_text(ini.read_text() + "sendfleet_vars_dir=.\n")
+    with pytest.raises(UsageError) as err:  # Ansible takes vetted_ips from group_vars/all.yml
+        writable_vars_file(read_inventory_vars(ini), "vetted_ips")
+    assert str(err.value).startswith("group_vars/all.yml: vetted_ips: sendfleet writes vetted_ips to ")

@@ -6,8 +6,7 @@ the same `Inventory`. `sendfleet.inventory_io.load_inventory(...)` reads an inve
 tools can call `build_inventory` directly with in-memory `VarSource`s. A value Ansible cannot evaluate arrives as
 `Unresolved` and is an error only where a rule needs it.
 
-Variables read (a later source replaces a whole top-level key of an earlier one; each key remembers its source,
-and its YAML file when it has one: `Inventory.var_origins/var_files`, `Host.var_origins/var_files`):
+Variables read (a later source replaces a whole top-level key of an earlier one):
 
 Global (the variables of the group `all`: its inventory vars, group_vars/all.yml or group_vars/all/*.yml):
   pools:            {NAME: {spf_domain: optional name publishing the pool's ip4/ip6 for `include:`}}
@@ -222,8 +221,6 @@ class Host:
     groups: tuple[str, ...]
     sending_ips: tuple[SendingIp, ...]
     vars: Mapping[str, Any]  # the host's merged variables (plain Python values)
-    var_origins: Mapping[str, str] = field(default_factory=dict)  # key -> where its value comes from (messages)
-    var_files: Mapping[str, Path] = field(default_factory=dict)  # key -> the YAML file its value comes from
 
 
 @dataclass(frozen=True)
@@ -242,8 +239,6 @@ class Inventory:
     admin_networks: tuple[IPNetwork, ...] = ()
     vetted_ips: Mapping[str, tuple[VettedIp, ...]] = field(default_factory=dict)
     vars: Mapping[str, Any] = field(default_factory=dict)  # merged global (`all`) variables
-    var_origins: Mapping[str, str] = field(default_factory=dict)  # global key -> where its value comes from
-    var_files: Mapping[str, Path] = field(default_factory=dict)  # global key -> the YAML file it comes from
 
     def sending_ips(self) -> list[SendingIp]:
         """Every sending IP of every host, in host order then inventory order."""
@@ -292,15 +287,10 @@ class _Vars:
     def __init__(self, sources: Sequence[VarSource]) -> None:
         self.values: dict[str, Any] = {}
         self.origin: dict[str, str] = {}
-        self.files: dict[str, Path] = {}
         for src in sources:
             for key, value in src.data.items():
                 self.values[str(key)] = value
                 self.origin[str(key)] = src.source
-                if src.file is None:
-                    self.files.pop(str(key), None)
-                else:
-                    self.files[str(key)] = src.file
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
@@ -840,7 +830,7 @@ def _build(
                 )
             seen[sip.ip] = sip
         problems.check(_check_host, hsrc, hv, ips, vetted, default=None)
-        built_hosts[hsrc.name] = Host(hsrc.name, hsrc.groups, ips, dict(hv.values), dict(hv.origin), dict(hv.files))
+        built_hosts[hsrc.name] = Host(hsrc.name, hsrc.groups, ips, dict(hv.values))
 
     nets: dict[str, tuple[IPNetwork, ...]] = {}
     for key in ("app_networks", "admin_networks"):
@@ -878,8 +868,6 @@ def _build(
         admin_networks=nets["admin_networks"],
         vetted_ips=vetted,
         vars=dict(v.values),
-        var_origins=dict(v.origin),
-        var_files=dict(v.files),
     )
 
 
