@@ -566,3 +566,16 @@ def writable_vars_file(inv: Inventory | InventoryVars, key: str, *, host: str | 
             f"move {key} there first"
         )
     return target
+
+
+def admission_file(source: Path | str, pool: str) -> Path:
+    """Where `sendfleet vet --admit SOURCE --pool POOL` writes vetted_ips when SOURCE is an inventory file, script
+    or plugin config: `group_vars/all/vetted_ips.yml` of its variables folder, once POOL is known to be a pool of
+    the inventory (when it names its pools). A folder is its own variables folder and needs no inventory yet."""
+    found = read_inventory_vars(source)
+    pools = found.value("pools")
+    if isinstance(pools, Mapping | list) and pool not in pools:
+        names = ", ".join(sorted(str(p) for p in pools)) or "none"
+        where = found.source("pools")
+        raise UsageError(f"--pool {pool}: not a pool of {where.source if where else source} (known: {names})")
+    return writable_vars_file(found, "vetted_ips")

@@ -23,7 +23,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sendfleet.cli import main
 from sendfleet.errors import InventoryError, UsageError
-from sendfleet.inventory_io import load_inventory, read_dkim_keys, read_inventory_vars, writable_vars_file
+from sendfleet.inventory_io import (
+    admission_file,
+    load_inventory,
+    read_dkim_keys,
+    read_inventory_vars,
+    writable_vars_file,
+)
 
 BIN = Path(sys.executable).parent
 TSIG = base64.b64encode(b"a shared TSIG secret, 32 bytes!!").decode()
@@ -371,3 +377,15 @@ def test_the_vetted_ips_file_is_found_even_in_an_inventory_the_rules_refuse(tmp_
     with pytest.raises(UsageError) as err:  # Ansible takes vetted_ips from group_vars/all.yml
         writable_vars_file(read_inventory_vars(ini), "vetted_ips")
     assert str(err.value).startswith("group_vars/all.yml: vetted_ips: sendfleet writes vetted_ips to ")
+
+
+
+def test_admission_into_an_ini_inventory(tmp_path: Path, keys: dict[str, bytes]) -> None:
+    """`vet --admit hosts.ini`: the pool must be one of the inventory's; vetted_ips goes to the variables folder."""
+    ini = ini_fleet(tmp_path, keys)
+    vetted = tmp_path / "group_vars/all.yml"
+    vetted.write_text(_yaml({k: v for k, v in GLOBAL.items() if not isinstance(v, str) and k != "vetted_ips"}))
+    ini.write_text(ini.read_text() + "sendfleet_vars_dir=.\n")
+    with pytest.raises(UsageError, match=r"--pool bulk: not a pool of group_vars/all\.yml \(known: marketing, transac"):
+        admission_file(ini, "bulk")
+    assert admission_file(ini, "marketing").resolve() == (tmp_path / "group_vars/all/vetted_ips.yml").resolve()
