@@ -2,7 +2,7 @@
 clean, well-neighboured ones into an inventory's pool.
 
     sendfleet vet TARGET... [--from-file F] --zones ZONES.yml|public|lab [--resolver ADDR[:PORT]]...
-                  [--format table|json|csv] [--output F] [--timeout S] [--retries N]
+                  [--format table|json|csv] [--output F] [--timeout S]
                   [--max-addresses N] [--neighbourhood-threshold PCT] [--accept-neighbourhood]
                   [--admit INVENTORY_DIR --pool NAME] [--heatmap FILE.png|FILE.svg]... [--no-ptr] [--no-asn]
 
@@ -34,6 +34,7 @@ from sendfleet.core.targets import DEFAULT_MAX_ADDRESSES, TargetSet, parse_targe
 from sendfleet.core.verdicts import DEFAULT_NEIGHBOURHOOD_THRESHOLD, ZoneStatus
 from sendfleet.core.vetbook import VetBook
 from sendfleet.core.zones import ZonesConfig, parse_zones
+from sendfleet.dns.scanner import DEADLINE
 from sendfleet.dns.vetting import VetOptions, VetRun, run_vet, system_resolvers
 from sendfleet.errors import EXIT_OK, EXIT_PROBLEMS, CannotCheckError, UsageError
 
@@ -68,8 +69,16 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     parser.add_argument("--output", type=Path, metavar="F", help="write the report here (atomically), not stdout")
-    parser.add_argument("--timeout", type=float, default=2.0, metavar="S", help="longest wait for one try (2)")
-    parser.add_argument("--retries", type=int, default=3, metavar="N", help="tries after the first on timeout (3)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEADLINE,
+        metavar="S",
+        help="deadline of each DNS question: a lost query is asked again (backing off as losses come) until an "
+        f"answer or S seconds after its first try; unanswered by then, it counts as unknown ({DEADLINE:g})",
+    )
+    # gone: tries are no longer counted (see --timeout); named, so that old scripts get a clear error
+    parser.add_argument("--retries", help=argparse.SUPPRESS)
     parser.add_argument(
         "--max-addresses",
         type=int,
@@ -247,10 +256,10 @@ def run(args: argparse.Namespace) -> int:
     config, zones_file = load_zones(args.zones)
     resolvers = _resolvers(args)
     threshold = _threshold(args.neighbourhood_threshold)
-    if not 0 < args.timeout <= 60:
-        raise UsageError("--timeout: must be more than 0 and at most 60 seconds")
-    if not 0 <= args.retries <= 10:
-        raise UsageError("--retries: must be 0-10")
+    if args.retries is not None:
+        raise UsageError("--retries: no longer an option: a query is retried until its --timeout S deadline")
+    if not 0 < args.timeout <= 300:
+        raise UsageError("--timeout: the per-query deadline must be more than 0 and at most 300 seconds")
     if not 0 <= args.workers <= 16:
         raise UsageError("--workers: must be 0 (automatic) to 16")
     if args.output is not None:
@@ -274,7 +283,6 @@ def run(args: argparse.Namespace) -> int:
     options = VetOptions(
         resolvers=resolvers,
         timeout=args.timeout,
-        retries=args.retries,
         threshold=threshold,
         accept_neighbourhood=args.accept_neighbourhood,
         ptr=not args.no_ptr,

@@ -8,10 +8,17 @@ Why not one `dns.asyncquery.udp` task per query: building and parsing every mess
   waiting datagram (no task, no future per query);
 - an answer is matched by (socket, ID) and the echoed question; NXDOMAIN, NODATA and error rcodes are
   read from the 12-byte header; dnspython parses only answers that carry records (listings, TXT, PTR);
-- a window of in-flight queries adapts to loss: it grows while answers come and halves on timeouts
-  (rbldnsd keeps a ~208 KB receive buffer and drops bursts beyond ~100 in flight on loopback);
-- lost queries are retried with exponential backoff (RTO from measured round trips, capped at `timeout`),
-  on the next resolver when there are several; identical questions in flight are asked once;
+- a window of in-flight queries adapts to loss: it grows while answers come and halves once per loss event,
+  never below `MIN_WINDOW` (rbldnsd keeps a ~208 KB receive buffer and drops bursts beyond ~100 in flight on
+  loopback);
+- lost queries are retried with exponential backoff (RTO from measured round trips, capped at `max_rto`),
+  on the next resolver when there are several, for as long as their **deadline** allows: a question is
+  given up (a timeout, "unknown") only when nothing answered it within `deadline` seconds of its first
+  send, however many tries that took. Losses under load are paced, not counted: each loss event halves the
+  window and backs the question off, so a busy server is asked less often until it keeps up again;
+  a group (zone) that answered nothing at all during a whole deadline is silent: its other questions are
+  given up at once, so a dead zone or resolver costs one deadline, not one per question;
+  identical questions in flight are asked once;
 - optional per-group (per-zone) rate limits with token buckets.
 """
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import random
 import socket
 import struct
@@ -41,15 +49,27 @@ Deliver = Callable[[Any, Reply], None]
 _HEADER = struct.Struct(">HHHHHH")
 _FLAGS_RD = 0x0100
 
-# In-flight entry fields (a list, mutated in place).
-_Q, _GROUP, _TOKENS, _TRIES, _KEY, _DEADLINE, _SENT, _SEQ, _FAST, _OLD = range(10)
+# In-flight entry fields (a list, mutated in place). _DEADLINE: when the current try is taken as lost;
+# _EXPIRES: when the question is given up (first send + the scanner's deadline).
+_Q, _GROUP, _TOKENS, _TRIES, _KEY, _DEADLINE, _SENT, _SEQ, _FAST, _OLD, _EXPIRES = range(11)
+
+#: Default per-question deadline (seconds) and the longest wait for one try.
+DEADLINE = 10.0
+MAX_RTO = 1.0
+#: At least this many timed tries fit in any deadline (the wait for one try is capped at deadline / this):
+#: with a third of the datagrams lost at random, 0.36 ** 16 = 8e-8 of the questions would end unknown.
+MIN_TRIES = 16
 
 #: A query still unanswered when this many later-sent queries have been answered (and older than a few round
 #: trips) is taken as lost and retried at once, as TCP's fast retransmit does: waiting for its timeout would
-#: hold a slot of the window idle, and the drops come in bursts.
+#: hold a slot of the window idle, and the drops come in bursts. A quarter of the window when that is less
+#: (at least 3, TCP's duplicate ACKs), so that a window cut down by loss still repairs its losses this way.
 REORDER = 16
-#: Fast retransmits do not use up the tries (the server is answering: the loss is congestion, not a dead
-#: zone), but a question is resent this way at most this many times.
+#: The window is never cut below this: random loss (not congestion) cuts it at every round trip, and with
+#: fewer in flight every loss would wait for its timeout. rbldnsd on loopback overflows beyond ~100.
+MIN_WINDOW = 16
+#: A question is resent by fast retransmit at most this many times; later losses wait for their timeout
+#: (backed off), which keeps a question the server never answers from being resent at the pace of the others.
 MAX_FAST = 8
 
 
@@ -60,7 +80,7 @@ class ScanStats:
     sent: int = 0  # datagrams sent (with retries)
     answers: int = 0
     retries: int = 0
-    timeouts: int = 0  # questions without an answer after every try
+    timeouts: int = 0  # questions without an answer within the deadline
     stray: int = 0  # datagrams that matched nothing in flight
     max_window: int = 0
     elapsed: float = 0.0
@@ -92,12 +112,12 @@ class BulkScanner:
         self,
         resolvers: Sequence[Resolver],
         *,
-        timeout: float = 2.0,
-        retries: int = 3,
+        deadline: float = DEADLINE,
+        max_rto: float = MAX_RTO,
         sockets_per_resolver: int = 2,
         initial_window: int = 32,
         max_window: int = 1024,
-        min_window: int = 4,
+        min_window: int = MIN_WINDOW,
         rates: Sequence[float | None] = (),
         min_rto: float = 0.05,
         decrease: float = 0.5,
@@ -105,15 +125,17 @@ class BulkScanner:
     ) -> None:
         if not resolvers:
             raise ValueError("no resolver")
+        if not deadline > 0:
+            raise ValueError("the deadline must be positive")
         self.resolvers = list(resolvers)
-        self.timeout = timeout
-        self.tries = retries + 1
+        self.deadline = deadline
+        self.max_rto = min(max_rto, deadline / MIN_TRIES)  # a try waits at most this long
         self.sockets_per_resolver = sockets_per_resolver
         self.window = float(initial_window)
         self.ssthresh = float(max_window)
         self.max_window = max_window
         self.min_window = min_window
-        self.min_rto = min(min_rto, timeout)
+        self.min_rto = min(min_rto, self.max_rto)
         self.decrease = decrease  # the window is multiplied by this once per loss event
         self.increase = increase  # and grows by this much per round trip after the first loss
         self.rates = list(rates)
@@ -121,7 +143,10 @@ class BulkScanner:
         self.rttvar = 0.0
         self.stats = ScanStats()
         self.completed = 0  # questions finished (answer or final timeout), for progress
-        self._rto_base = min(1.0, timeout)
+        # per group (zone): when it last answered anything; the groups found silent (see _lost)
+        self._heard: dict[int, float] = {}
+        self._silent: set[int] = set()
+        self._rto_base = min(1.0, self.max_rto)
 
     # -- public ------------------------------------------------------------------------------------------
 
@@ -141,6 +166,8 @@ class BulkScanner:
         self._merged: dict[bytes, list[Any]] = {}  # extra tokens of identical questions
         self._aliases: dict[int, list[Any]] = {}  # earlier IDs of questions sent again
         self._order: deque[tuple[int, list[Any]]] = deque()  # send order: timeouts and fast retransmits
+        # tries after the first: (try deadline, seq, entry), so the backed-off and the last ones fire on time
+        self._timers: list[tuple[float, int, list[Any]]] = []
         self._hi_seq = 0
         self._seq = 0
         self._deferred: dict[int, deque[Query]] = {}
@@ -233,8 +260,10 @@ class BulkScanner:
         pack = _HEADER.pack
         getrandbits = random.getrandbits
         limited = self._limited
+        silent = self._silent
         now = time.monotonic()
         deadline = now + self._rto_base
+        expires = now + self.deadline
         seq = self._seq
         rr = self._rr
         fresh = 0
@@ -249,6 +278,12 @@ class BulkScanner:
                 item = None
             if item is None:
                 break
+            if silent and item[1] in silent:  # its zone answers nothing: given up without asking
+                self.stats.queries += 1
+                self.stats.timeouts += 1
+                self.completed += 1
+                self._deliver(item[2], TIMEOUT)
+                continue
             question = item[0]
             entry = by_question.get(question)
             if entry is not None:
@@ -263,7 +298,7 @@ class BulkScanner:
                 qid = getrandbits(16)
                 key = (si << 16) | qid
             seq += 1
-            entry = [question, item[1], item[2], 1, key, deadline, now, seq, 0, None]
+            entry = [question, item[1], item[2], 1, key, deadline, now, seq, 0, None, expires]
             inflight[key] = entry
             by_question[question] = entry
             order_append((seq, entry))
@@ -279,7 +314,7 @@ class BulkScanner:
         if self._source is None and not inflight and not self._deferred_count and not self._done.done():
             self._done.set_result(None)
 
-    def _send(self, entry: list[Any], fast: bool = False) -> None:
+    def _send(self, entry: list[Any], now: float, fast: bool = False) -> None:
         """Send a question again (its earlier ID stays valid: a late answer to it is still taken)."""
         if fast:
             entry[_FAST] += 1
@@ -305,16 +340,17 @@ class BulkScanner:
         while key in inflight or key in aliases:
             qid = random.getrandbits(16)
             key = (si << 16) | qid
-        now = time.monotonic()
-        # the last try waits the whole --timeout: a slow recursion still gets its answer
-        rto = self.timeout if tries >= self.tries else min(self.timeout, self._rto_base * (1 << (tries - 1)))
+        # exponential backoff, capped; never past the question's deadline (then it is given up, on time)
+        rto = min(self.max_rto, self._rto_base * (1 << min(tries - 1, 16)))
+        due = min(now + rto, entry[_EXPIRES])
         entry[_KEY] = key
-        entry[_DEADLINE] = now + rto
+        entry[_DEADLINE] = due
         entry[_SENT] = now
         inflight[key] = entry
         self._seq = seq = self._seq + 1
         entry[_SEQ] = seq
         self._order.append((seq, entry))
+        heapq.heappush(self._timers, (due, seq, entry))
         try:  # noqa: SIM105 (hot path)
             self._sends[si](_HEADER.pack(qid, _FLAGS_RD, 1, 0, 0, 0) + entry[_Q])
         except OSError:
@@ -334,6 +370,8 @@ class BulkScanner:
         base = si << 16
         got = 0
         hi_seq = self._hi_seq
+        heard = self._heard
+        now = time.monotonic()
         sample: list[Any] | None = None
         while True:
             try:
@@ -372,6 +410,7 @@ class BulkScanner:
                 for old in entry[_OLD]:
                     aliases.pop(old, None)
             got += 1
+            heard[entry[_GROUP]] = now
             rcode = data[3] & 0x0F
             if rcode == 3:
                 reply = NXDOMAIN
@@ -389,7 +428,7 @@ class BulkScanner:
                     deliver(token, reply)
         if got:
             if sample is not None:
-                self._sample(time.monotonic() - sample[_SENT])
+                self._sample(now - sample[_SENT])
             self.completed += got
             self._hi_seq = hi_seq
             self._fast_retransmit()
@@ -404,7 +443,7 @@ class BulkScanner:
 
     def _fast_retransmit(self) -> None:
         order = self._order
-        limit = self._hi_seq - REORDER
+        limit = self._hi_seq - max(3, min(REORDER, int(self.window) >> 2))
         if not order or order[0][0] >= limit:
             return
         inflight = self._inflight
@@ -427,7 +466,7 @@ class BulkScanner:
             del inflight[entry[_KEY]]
             if entry[_SENT] > self._last_cut:
                 cut = True
-            self._send(entry, fast=True)
+            self._send(entry, now, fast=True)
         if cut:
             self._cut(now)
 
@@ -443,39 +482,37 @@ class BulkScanner:
         else:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
-        self._rto_base = min(self.timeout, max(self.min_rto, self.srtt + 4 * self.rttvar))
+        self._rto_base = min(self.max_rto, max(self.min_rto, self.srtt + 4 * self.rttvar))
 
     # -- timers ------------------------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        """Every 5 ms: timeouts (oldest first, in send order), rate-limit refills, progress."""
+        """Every 5 ms: lost tries (first tries in send order, later ones by their timer), questions past their
+        deadline, rate-limit refills, progress."""
+        # losses found by later answers, even when none came since the last drain: a window full of lost
+        # queries would otherwise wait for their timeouts
+        self._fast_retransmit()
         now = time.monotonic()
         order = self._order
         inflight = self._inflight
         cut = False
-        while order:
+        while order:  # first tries: due in send order (a late one is found a little late)
             seq, entry = order[0]
             if entry[_SEQ] != seq or inflight.get(entry[_KEY]) is not entry:
                 order.popleft()
                 continue
             if entry[_DEADLINE] > now:
-                break  # later sends are (nearly always) due later; a late one is found a little late
+                if entry[_TRIES] == 1:
+                    break
+                order.popleft()  # a backed-off try: its timer fires it; it must not hold up the first tries
+                continue
             order.popleft()
-            del inflight[entry[_KEY]]
-            if entry[_SENT] > self._last_cut:
-                cut = True  # lost after the last cut: a new loss event (one cut per event, as TCP does)
-            if entry[_TRIES] < self.tries:
-                self._send(entry)
-            else:
-                question = entry[_Q]
-                del self._by_question[question]
-                for old in entry[_OLD] or ():
-                    self._aliases.pop(old, None)
-                self.stats.timeouts += 1
-                self.completed += 1
-                self._deliver(entry[_TOKENS], TIMEOUT)
-                for token in self._merged.pop(question, ()):
-                    self._deliver(token, TIMEOUT)
+            cut = self._lost(entry, now) or cut
+        timers = self._timers
+        while timers and timers[0][0] <= now:  # later tries, backed off: each on time
+            _due, seq, entry = heapq.heappop(timers)
+            if entry[_SEQ] == seq and inflight.get(entry[_KEY]) is entry:
+                cut = self._lost(entry, now) or cut
         if cut:
             self._cut(now)
         self._pump()
@@ -484,6 +521,46 @@ class BulkScanner:
             self._progress(self.completed)
         if not self._done.done():
             self._ticker = self._loop.call_later(0.005, self._tick)
+
+    def _lost(self, entry: list[Any], now: float) -> bool:
+        """A try went unanswered: send it again, or give the question up when its deadline has come.
+        True when this loss is a new loss event (sent after the last window cut)."""
+        new_event = bool(entry[_SENT] > self._last_cut)
+        if now < entry[_EXPIRES]:
+            del self._inflight[entry[_KEY]]
+            self._send(entry, now)
+            return new_event
+        self._give_up(entry)
+        group = entry[_GROUP]
+        if self._heard.get(group, -1.0) < entry[_EXPIRES] - self.deadline:
+            # its zone answered nothing at all during its whole deadline: the zone (or the resolver) is
+            # silent, so its other questions are given up now rather than each after a deadline of its own
+            self._silence(group)
+        return new_event
+
+    def _give_up(self, entry: list[Any]) -> None:
+        """No answer within the deadline: the question ends as a timeout (unknown, never clean)."""
+        self._inflight.pop(entry[_KEY], None)
+        question = entry[_Q]
+        del self._by_question[question]
+        for old in entry[_OLD] or ():
+            self._aliases.pop(old, None)
+        self.stats.timeouts += 1
+        self.completed += 1
+        self._deliver(entry[_TOKENS], TIMEOUT)
+        for token in self._merged.pop(question, ()):
+            self._deliver(token, TIMEOUT)
+
+    def _silence(self, group: int) -> None:
+        self._silent.add(group)
+        for entry in [e for e in self._inflight.values() if e[_GROUP] == group]:
+            self._give_up(entry)
+        for item in self._deferred.pop(group, ()):
+            self._deferred_count -= 1
+            self.stats.queries += 1
+            self.stats.timeouts += 1
+            self.completed += 1
+            self._deliver(item[2], TIMEOUT)
 
 
 _RCODE_REPLIES: dict[int, Reply] = {}

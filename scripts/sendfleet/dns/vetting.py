@@ -51,7 +51,7 @@ from sendfleet.core.verdicts import (
 )
 from sendfleet.core.vetbook import Holder, VetBook
 from sendfleet.core.zones import Kind, ZonesConfig
-from sendfleet.dns.scanner import BulkScanner, Query
+from sendfleet.dns.scanner import DEADLINE, BulkScanner, Query
 from sendfleet.errors import CannotCheckError
 
 #: Listing reasons asked (TXT) for at most this many listed (target, zone) pairs.
@@ -71,8 +71,7 @@ def system_resolvers(path: Path = Path("/etc/resolv.conf")) -> list[Resolver]:
 @dataclass
 class VetOptions:
     resolvers: Sequence[Resolver]
-    timeout: float = 2.0
-    retries: int = 3
+    timeout: float = DEADLINE  # per question: retried (paced by the loss seen) until then, else unknown
     threshold: float = 0.05
     accept_neighbourhood: bool = False
     ptr: bool = True
@@ -94,7 +93,7 @@ def run_vet(targets: TargetSet, config: ZonesConfig, options: VetOptions) -> Vet
     zones = config.enabled
     rates = [z.qps for z in zones]
     started = time.monotonic()
-    scanner = BulkScanner(options.resolvers, timeout=options.timeout, retries=options.retries, rates=rates)
+    scanner = BulkScanner(options.resolvers, deadline=options.timeout, rates=rates)
     book, health = asyncio.run(_health(scanner, targets, config, options))
     bases = list(targets.networks24())
     total = len(bases) * 256 * len(book.v4_ok)
@@ -267,7 +266,7 @@ def _v4_worker(index: int) -> tuple[dict[int, bytes], dict[Any, Any], dict[str, 
     book: VetBook = _WORK["book"]
     options: VetOptions = _WORK["options"]
     counters = _WORK["counters"]
-    scanner = BulkScanner(options.resolvers, timeout=options.timeout, retries=options.retries, rates=_WORK["rates"])
+    scanner = BulkScanner(options.resolvers, deadline=options.timeout, rates=_WORK["rates"])
 
     def progress(done: int) -> None:
         counters[index] = done

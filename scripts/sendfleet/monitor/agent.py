@@ -155,7 +155,8 @@ def vet(cfg: Config, zones: ZonesConfig) -> tuple[dict[str, drain.Verdict], list
         run = run_vet(
             parse_targets(ips),
             zones,
-            VetOptions(resolvers, timeout=cfg.timeout, retries=cfg.retries, ptr=False, asn=False),
+            # timeout/retries of the config bound each question: its deadline is their product
+            VetOptions(resolvers, timeout=cfg.timeout * (cfg.retries + 1), ptr=False, asn=False),
         )
     except (CannotCheckError, OSError) as err:
         detail = f"check failed: {err}"
