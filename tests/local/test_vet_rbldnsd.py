@@ -509,6 +509,40 @@ def test_table_output(rbl: Rbldnsd, tmp_path: Path, capsys: Any) -> None:
     assert code == 1
 
 
+def test_big_reports_rendered_in_processes_are_the_same(
+    rbl: Rbldnsd, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows rendered in forked processes, in slices, are byte for byte the rows of one process, in order."""
+    import multiprocessing
+
+    from sendfleet.commands import vet_render
+
+    forks: list[str] = []
+    get_context = multiprocessing.get_context
+
+    def spy(method: str) -> Any:
+        forks.append(method)
+        return get_context(method)
+
+    monkeypatch.setattr(multiprocessing, "get_context", spy)
+    args = ("198.18.6.0/23", "198.51.100.64/28", "spammy.test", "--no-ptr", "--workers", "1")
+    outs: dict[tuple[str, str], tuple[int, str]] = {}
+    for mode, (minimum, size) in {"one process": (1 << 30, 4096), "forked": (1, 100)}.items():
+        monkeypatch.setattr(vet_render, "PARALLEL_MIN", minimum)
+        monkeypatch.setattr(vet_render, "SLICE", size)
+        for fmt in ("json", "csv", "table"):
+            code, out, _err = vet(rbl, tmp_path, capsys, *args, "--format", fmt)
+            outs[mode, fmt] = (code, out)
+    assert forks == ["fork"] * 3  # the forked mode forked, once per report
+    for fmt in ("csv", "table"):
+        assert outs["one process", fmt] == outs["forked", fmt]
+    one, forked = (json.loads(outs[mode, "json"][1]) for mode in ("one process", "forked"))
+    one.pop("scan"), forked.pop("scan")  # timings
+    assert one == forked
+    assert len(one["addresses"]) == 528 and [d["domain"] for d in one["domains"]] == ["spammy.test"]
+    assert one["summary"]["listed"] == 16 + 2 + 1
+
+
 # --- the scanner itself --------------------------------------------------------------------------------
 
 
