@@ -226,11 +226,7 @@ def render_table(ctx: ReportContext, summary: Summary) -> Iterator[str]:
     yield f"Zones (resolver {', '.join(ctx.resolvers)}):\n"
     for z in zones:
         kind = f"{z['kind']}/{z['scope']}"
-        v6 = (
-            f" (IPv6 {z['ipv6_status']}: {z['ipv6_detail']})"
-            if z.get("ipv6_status", "ok") != "ok"
-            else ""
-        )
+        v6 = f" (IPv6 {z['ipv6_status']}: {z['ipv6_detail']})" if z.get("ipv6_status", "ok") != "ok" else ""
         yield f"  {z['name']:<{width}}  {z['status']:<11}  {kind:<14}  {z['detail']}{v6}\n"
     nets = network_rows(ctx)
     if nets:
@@ -262,30 +258,19 @@ def render_table(ctx: ReportContext, summary: Summary) -> Iterator[str]:
 
 def _table_row(report: AddressReport) -> str:
     detail = _answers_text(report)
-    if (
-        not report.admission.admitted
-        and report.verdict is Outcome.CLEAN
-        and report.admission.reason
-    ):
+    if not report.admission.admitted and report.verdict is Outcome.CLEAN and report.admission.reason:
         detail = report.admission.reason
     extra = []
     if report.ptr is not None and report.ptr.present:
-        extra.append(
-            f"PTR {report.ptr.name}{' (generic)' if report.ptr.generic else ''}"
-        )
+        extra.append(f"PTR {report.ptr.name}{' (generic)' if report.ptr.generic else ''}")
     if report.holder is not None and report.holder.origin is not None:
         name = f" {report.holder.name}" if report.holder.name else ""
-        extra.append(
-            f"AS{report.holder.origin.asns[0]}{name} {report.holder.origin.prefix}"
-        )
+        extra.append(f"AS{report.holder.origin.asns[0]}{name} {report.holder.origin.prefix}")
     if report.admission.admitted and report.admission.reason:
         extra.append(report.admission.reason)
     text = " | ".join(x for x in [detail, *extra] if x)
     admitted = "yes" if report.admission.admitted else "no"
-    return (
-        f"{report.ip:<39}  {report.verdict.label:<8}  {admitted:<8}  {text}".rstrip()
-        + "\n"
-    )
+    return f"{report.ip:<39}  {report.verdict.label:<8}  {admitted:<8}  {text}".rstrip() + "\n"
 
 
 CSV_FIELDS = (
@@ -335,13 +320,9 @@ def _csv_row(report: AddressReport) -> str:
             report.network.listed if report.network else "",
             report.network.unknown if report.network else "",
             report.ptr.name if report.ptr is not None and report.ptr.present else "",
-            ("yes" if report.ptr.generic else "no")
-            if report.ptr is not None and report.ptr.present
-            else "",
+            ("yes" if report.ptr.generic else "no") if report.ptr is not None and report.ptr.present else "",
             holder.asns[0] if holder else "",
-            report.holder.name
-            if report.holder is not None and report.holder.name
-            else "",
+            report.holder.name if report.holder is not None and report.holder.name else "",
             holder.prefix if holder else "",
             "; ".join(report.warnings),
         ]
