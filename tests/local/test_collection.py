@@ -125,10 +125,10 @@ def test_tarball_holds_the_collection_and_nothing_else(tarball: Path) -> None:
 
 def test_roles_reach_nowhere_outside_themselves_and_call_filters_by_full_name(tarball: Path) -> None:
     """A role from the collection has no repository around it: no role_path/.. (code or zones of the
-    repository), and its sf_* filters only resolve by their full names."""
+    repository), and the sf_* filters only resolve by their full names (in roles and playbooks alike)."""
     with tarfile.open(tarball) as tar:
         texts = {m.name: tar.extractfile(m).read().decode()  # type: ignore[union-attr]
-                 for m in tar.getmembers() if m.isfile() and m.name.startswith("roles/")
+                 for m in tar.getmembers() if m.isfile() and m.name.startswith(("roles/", "playbooks/"))
                  and m.name.endswith((".yml", ".j2"))}
     outside = [n for n, t in texts.items() if "role_path" in t or "/../" in t]
     assert not outside, f"roles reaching outside themselves: {outside}"
