@@ -26,7 +26,6 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from sendfleet import atomicfile, yamlfile
-from sendfleet.commands.vet_heatmap import render_png, render_svg
 from sendfleet.commands.vet_render import ReportContext, Summary, render_csv, render_json, render_table
 from sendfleet.core.admission import admit, check_pool_name, existing_vetted
 from sendfleet.core.resolvers import Resolver, parse_resolver, public_resolver_warnings
@@ -322,6 +321,8 @@ def run(args: argparse.Namespace) -> int:
     renderer = {"json": render_json, "csv": render_csv, "table": render_table}[args.format]
     _emit(renderer(ctx, summary), args.output)
 
+    if args.heatmap:
+        from sendfleet.commands.vet_heatmap import render_png, render_svg  # only when asked: start-up time
     for heatmap in args.heatmap:
         if heatmap.suffix.lower() == ".svg":
             yamlfile.write_atomic(heatmap, render_svg(book))
