@@ -179,14 +179,14 @@ def test_relay_from_outside_the_app_networks_is_refused(converged: Any) -> None:
 @pytest.mark.parametrize(("case", "extra", "named"), [
     ("unknown pool",
      lambda ip: {"sending_ips": [{"ip": ip, "pool": "nosuchpool", "ptr": "o1.mta1.lab.test"}]},
-     "pool 'nosuchpool' is not a known pool"),
+     "sending_ips[0].pool: unknown pool 'nosuchpool'"),
     ("bad address", lambda ip: {"sending_ips": [{"ip": "198.51.100.300", "pool": "transactional",
                                                  "ptr": "o1.mta1.lab.test"}]},
-     "ip '198.51.100.300' is not an IP address"),
+     "sending_ips[0].ip: '198.51.100.300' is not an IP address"),
     ("wrong type", lambda ip: {"sending_ips": "198.51.100.64"}, "option 'sending_ips'"),
     ("invalid selector", lambda ip: {"sender_domains": {"shop.test": {"pool": "transactional",
                                                                      "selectors": ["Bad_Selector!"]}}},
-     "sender_domains[shop.test]: selectors must be"),
+     "sender_domains.shop.test.selectors[0]: 'bad_selector!' is not a valid DKIM selector"),
 ])
 def test_wrong_variable_fails_before_any_change(converged: Any, case: str, extra: Any, named: str) -> None:
     inv = converged.inventory_dir

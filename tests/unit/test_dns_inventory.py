@@ -296,3 +296,30 @@ def test_inventory_check_lists_them_with_file_and_key(tmp_path: Path, capsys: py
     write(tmp_path, {"group_vars/all/x.yml": "{}\n"})
     assert main(["inventory", "check", "-i", str(tmp_path)]) == 0
     assert capsys.readouterr().out.endswith(": no problems\n")
+
+
+def test_variables_lists_every_key_the_model_reads() -> None:
+    """The validation play hands the model exactly `VARIABLES`: a key read but not listed would go unchecked."""
+    import re
+
+    from sendfleet.core import inventory
+
+    source = Path(inventory.__file__).read_text()
+    read = set(re.findall(r'\b(?:v|hv)\.get\("([a-z_]+)"', source)) | {"app_networks", "admin_networks"}
+    assert read == set(inventory.VARIABLES)
+
+
+def test_the_play_filter_judges_with_the_model() -> None:
+    """sf_inventory_problems (playbooks/validate.yml) gives the model the play's values: an -e override that
+    breaks a rule is refused with the model's own words."""
+    from tests.unit.plugins import load_plugin
+
+    plugin = load_plugin("filter", "sendfleet_inventory")
+    good = {"pools": {"t": {}}, "sender_domains": {"shop.test": {"pool": "t", "selectors": ["s1"]}},
+            "admin_networks": ["198.51.100.0/28"], "host_domain": "lab.test", "group_names": ["senders"],
+            "vetted_ips": {"t": [{"ip": "198.51.100.70"}]},
+            "sending_ips": [{"ip": "198.51.100.70", "pool": "t", "ptr": "o70.mta1.lab.test"}]}
+    assert plugin.sf_inventory_problems(["mta1"], {"mta1": good}) == []
+    bad = {**good, "sending_ips": [{"ip": "198.51.100.70", "pool": "nosuchpool", "ptr": "o70.mta1.lab.test"}]}
+    assert plugin.sf_inventory_problems(["mta1"], {"mta1": bad}) == [
+        "mta1 (as the play sees it): sending_ips[0].pool: unknown pool 'nosuchpool' (known: t)"]

@@ -57,6 +57,14 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 RdnsGateMode = Literal["enforce", "warn", "off"]
 _T = TypeVar("_T")
 
+#: Every variable the model reads (documented above): what a play must hand it to be judged as sendfleet judges.
+VARIABLES = (
+    "pools", "sender_domains", "vetted_ips", "app_networks", "admin_networks", "dns_zones", "dns_update_server",
+    "dns_update_port", "dns_tsig_key_name", "dns_tsig_algorithm", "dns_tsig_secret", "dns_resolver",
+    "dns_resolver_port", "dns_ttl", "rdns_gate", "dkim_keys_dir", "sending_ips", "host_domain",
+    "sending_ips_require_vetted", "postfix_sasl",
+)
+
 DEFAULT_TTL = 3600
 DEFAULT_SPF_ALL = "~all"
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1", "hmac-md5")
