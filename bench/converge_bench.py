@@ -1,5 +1,5 @@
 """Converge time of `ansible-playbook site.yml` from bare lab hosts, for 1, 3 and 6 senders, and the time
-of the idempotent second run (issue 4).
+of the idempotent second run.
 
 Each run: `sendfleet lab down` + `sendfleet lab up --senders N` (bare hosts from the cached image), the main
 job's preparation (vet --admit of the candidate range into two pools, pool assign), then
@@ -98,7 +98,7 @@ def main() -> int:
     med2 = {n: statistics.median(v) for n, v in second.items()}
     lines = [
         "<!-- converge_bench:begin -->",
-        "## Converge time of site.yml (issue 4)",
+        "## Converge time of site.yml",
         "",
         f"`sudo .venv/bin/python bench/converge_bench.py --sizes {args.sizes} --runs {args.runs} --i-own-the-lab "
         f"--write-results` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, this 2-core machine: "

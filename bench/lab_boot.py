@@ -63,7 +63,7 @@ def main() -> int:
     ratio = medians[8] / medians[4]
     verdict = "met" if medians[4] < 60 else "NOT met"
     write_section("\n".join([
-        "## Lab boot (issue 2)",
+        "## Lab boot",
         "",
         f"`sudo .venv/bin/python bench/lab_boot.py --runs {args.runs}` on {time.strftime('%Y-%m-%d')}, this 2-core "
         "machine, cached image: seconds from `sendfleet lab up` to every host reachable by SSH (services started, "

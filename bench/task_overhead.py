@@ -1,5 +1,5 @@
 """What one Ansible task costs per host on this machine, with sendfleet's ansible.cfg (Mitogen strategy), on the
-lab's converged senders: the floor under the time of an idempotent `site.yml` (issue 4).
+lab's converged senders: the floor under the time of an idempotent `site.yml`.
 
 A generated playbook of --tasks `ansible.builtin.stat` tasks (run) and as many `when: false` tasks (skipped) is
 run against the first 1, 3 and 6 senders of the lab inventory. Wall time per run; medians of --runs. The cost of
@@ -77,7 +77,7 @@ def main() -> int:
     command = f"sudo .venv/bin/python bench/task_overhead.py --hosts {args.hosts} --runs {args.runs} --write-results"
     when = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M}"
     header = " | ".join(f"{n} host{'s' if n > 1 else ''}" for n in counts)
-    lines = [BEGIN, "## What a task costs per host (issue 4: the floor of an idempotent run)", "",
+    lines = [BEGIN, "## What a task costs per host (the floor of an idempotent run)", "",
              f"`{command}` on {when} UTC, this 2-core machine: a playbook of {args.tasks} `stat` tasks (or "
              f"{args.tasks} `when: false` tasks) against the first N converged lab senders, sendfleet's ansible.cfg "
              "(Mitogen). Medians of wall time (s).", "",

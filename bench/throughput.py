@@ -1,5 +1,5 @@
 """Throughput of one provisioned sender: messages/s through mta2, DKIM-signed vs the same Postfix with the
-milter off (issue 8).
+milter off.
 
     sudo .venv/bin/python bench/throughput.py [--messages 10000] [--runs 3] [--sessions 20] [--size 2048]
                                               [--host mta2] [--tune] [--write]
@@ -407,7 +407,7 @@ def main() -> int:
             sections.append(text)
     when = datetime.now(UTC).strftime("%Y-%m-%d")
     cmd = "sudo .venv/bin/python bench/throughput.py " + " ".join(sys.argv[1:])
-    body = (f"## Throughput of one sender, DKIM-signed vs unsigned (issue 8)\n\n`{cmd.strip()}` on {when}, this "
+    body = (f"## Throughput of one sender, DKIM-signed vs unsigned\n\n`{cmd.strip()}` on {when}, this "
             f"2-core machine: {args.messages} messages of {args.size} bytes per run, {args.sessions} smtp-source "
             f"sessions from {app} -> {args.host} (Postfix + OpenDKIM on a UNIX socket, 3-IP transactional pool) -> "
             f"smtp-sink on {RX_ADDRESS}; 0 lost in every run (smtp-sink count = messages, queue empty after). "

@@ -1,4 +1,4 @@
-"""Dual DKIM signing, RSA + Ed25519 (RFC 8463), on the lab (issue 4, the opendkim role's optional part).
+"""Dual DKIM signing, RSA + Ed25519 (RFC 8463), on the lab (the opendkim role's optional part).
 
 The lab's inventory signs with RSA only. This test gives news.test an Ed25519 selector in the inventory
 (`ed25519_selectors`), converges, and checks: the Ed25519 record is published, a message from news.test

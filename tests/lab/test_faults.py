@@ -1,4 +1,4 @@
-"""Faults, access and secrets on the converged lab (issue 8): no mail lost or sent unsigned, nothing open,
+"""Faults, access and secrets on the converged lab: no mail lost or sent unsigned, nothing open,
 nothing secret shown.
 
 Every test that breaks something does it on ONE sender, mta2 (shared-lab etiquette), and restores it in a

@@ -1,4 +1,4 @@
-"""The dnsbl_monitor role on the lab (issue 7, "Done when"), on mta1 only, everything restored in `finally`:
+"""The dnsbl_monitor role on the lab, on mta1 only, everything restored in `finally`:
 
 - listing an in-service IP in the lab's rbldnsd drains it after one check (state, metrics, Postfix's randmap,
   the journal with evidence); mail of its pool still reaches the sink through the pool's other IPs; unlisted,

@@ -1,4 +1,4 @@
-"""`ansible-playbook site.yml` on the lab (issue 4, "Done when"): idempotent, pools by sender domain,
+"""`ansible-playbook site.yml` on the lab: idempotent, pools by sender domain,
 HELO = PTR, TLS, DKIM, no relay, bad variables refused before any change.
 
 Every test starts from the `converged` fixture (the main job: vet --admit, pool assign, site.yml).

@@ -1,4 +1,4 @@
-"""Bad input never gets a traceback (issue 8): for every sendfleet command and a set of bad inputs, the CLI
+"""Bad input never gets a traceback: for every sendfleet command and a set of bad inputs, the CLI
 exits 2, prints exactly one line on stderr naming the bad input, and writes nothing.
 
 The sweep walks the real argparse tree, so a command added later is covered by the generic cases (an unknown

@@ -1,4 +1,4 @@
-"""Property tests (hypothesis) for the parsers the vet tests do not cover (issue 8, bad input): the inventory
+"""Property tests (hypothesis) for the parsers the vet tests do not cover (bad input): the inventory
 model (pools, sender_domains, sending_ips, vetted_ips, networks), the inventory directory loader and YAML
 reader, pool assignment planning and the lab's configuration.
 

@@ -2,7 +2,7 @@
 its transport. Pure: dates in, numbers out. The CLI (`sendfleet warmup plan`), the Ansible filter plugin
 (`sf_warmup_plan`, which the dnsbl_monitor role uses) and the tests all call `plan_ip` below.
 
-The default schedule follows published ESP schedules (DESIGN.md, "Facts from the field"):
+The default schedule follows published ESP schedules:
 
 - SendGrid's automated warm-up grows about x1.4 a day, from ~20 messages/hour on day 0 to ~16,700/hour by
   day 20, and is done by day 41 (about six weeks); other ESPs publish 50-300 on day 1 and about +30 %/day.

@@ -1,6 +1,6 @@
 """The lab's shape: its address plan, hosts, zones and where its files live. Pure, no I/O.
 
-Every address is an offset into the lab's IPv4 /24 and IPv6 /64 (DESIGN.md, "Lab network plan"), so the
+Every address is an offset into the lab's IPv4 /24 and IPv6 /64 (the network plan in docs/lab.md), so the
 whole lab moves with `--network` / `--network6`.
 """
 

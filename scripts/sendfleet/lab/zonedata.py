@@ -124,7 +124,7 @@ zone:
 
 
 def rbldnsd_data(cfg: LabConfig) -> dict[str, str]:
-    """Dataset file name -> content, seeded with real-world semantics (see DESIGN.md)."""
+    """Dataset file name -> content, seeded with real-world semantics (the return codes real lists use)."""
 
     def cand(off: int) -> str:
         return cfg.v4(off)
