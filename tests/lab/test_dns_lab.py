@@ -1,4 +1,4 @@
-"""Issue 5, done when (on the lab): plan -> apply -> check all ok, re-apply changes nothing; removing an IP
+"""DNS on the lab: plan -> apply -> check all ok, re-apply changes nothing; removing an IP
 changes SPF by a minimal diff; a new selector publishes exactly one TXT; a removed PTR is caught by the
 gate and `dns check`, and the next run of playbooks/dns.yml repairs it.
 

@@ -1,4 +1,4 @@
-"""Issue 2, done when: the lab is real and answers like the internet would."""
+"""The lab is real and answers like the internet would."""
 
 from __future__ import annotations
 
