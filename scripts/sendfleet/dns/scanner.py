@@ -36,9 +36,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import dns.message
-import dns.rdatatype
-
 from sendfleet.core.resolvers import Resolver
 from sendfleet.core.verdicts import NODATA, NXDOMAIN, RCODE_MALFORMED, TIMEOUT, Reply
 
@@ -623,6 +620,9 @@ def _parse(data: bytes, question: bytes) -> Reply:
         plain = _plain_records(data, 12 + len(question), qtype)
         if plain is not None:
             return Reply(0, plain)
+    import dns.message  # only for odd answers: dnspython costs start-up time
+    import dns.rdatatype
+
     try:
         message = dns.message.from_wire(data, ignore_trailing=True)
     except Exception:  # dnspython raises many kinds of errors for malformed input
