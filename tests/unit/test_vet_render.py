@@ -9,11 +9,13 @@ import json
 
 from PIL import Image
 
+from sendfleet.commands import vet_render
 from sendfleet.commands.vet_heatmap import COLOURS, render_png, render_svg
 from sendfleet.commands.vet_render import ReportContext, Summary, render_csv, render_json, render_table
+from sendfleet.core.holder import PtrInfo
 from sendfleet.core.targets import parse_targets
-from sendfleet.core.verdicts import NXDOMAIN, Reply, ZoneHealth, ZoneStatus
-from sendfleet.core.vetbook import VetBook
+from sendfleet.core.verdicts import NXDOMAIN, TIMEOUT, Reply, ZoneHealth, ZoneStatus
+from sendfleet.core.vetbook import Holder, VetBook
 from sendfleet.core.zones import parse_zones
 
 CFG = parse_zones(
@@ -91,3 +93,53 @@ def test_heatmaps() -> None:
     assert COLOURS["listed"] in colours and COLOURS["clean"] in colours
     svg = render_svg(ctx.book)
     assert svg.count("<rect") >= 256 and "198.51.100.0/24" in svg and "<title>198.51.100.66</title>" in svg
+
+
+def mixed_context() -> ReportContext:
+    """Two /24s (IPs of 9 to 12 characters): a poor one, an unknown answer, a PTR name, a holder of its own."""
+    ctx = context(["198.18.0.0/23"])
+    book = ctx.book
+    for base in book.targets.networks24():
+        book.block(base)
+        for value in range(base, base + 256):
+            book.record4(value, 0, NXDOMAIN)
+            book.ptrs[(4, value)] = PtrInfo(False)
+    base1 = int(ipaddress.IPv4Address("198.18.1.0"))
+    for host in range(0, 60, 3):  # 20 of 256 listed: poor
+        book.record4(base1 + host, 0, Reply(0, ("127.0.0.2",)))
+    book.record4(base1 + 7, 0, TIMEOUT)
+    book.ptrs[(4, base1 + 100)] = PtrInfo(True, "mail.example.net")
+    book.holders24[base1 & ~0xFF] = Holder(None, detail="no origin answer (timeout)")
+    book.holders[(4, base1 + 200)] = Holder(None, detail="its own")
+    return ctx
+
+
+def test_shared_rows_equal_one_report_per_address() -> None:
+    """Clean addresses are rendered from one report per /24: the text is that of a report per address."""
+    ctx = mixed_context()
+    reports = list(ctx.book.reports())
+    assert len(reports) == 512
+    expected = Summary()
+    for r in reports:
+        expected.count(r)
+    for render, row in ((render_csv, vet_render._csv_row), (render_table, vet_render._table_row)):
+        summary = Summary()
+        text = "".join(render(ctx, summary))
+        rows = "".join(row(r) for r in reports)
+        assert rows in text
+        assert summary == expected
+    summary = Summary()
+    data = json.loads("".join(render_json(ctx, summary)))
+    scopes = {z.name: z.scope.value for z in CFG.enabled}
+    assert data["addresses"] == [r.as_dict(scopes) for r in reports]
+    assert summary == expected and expected.unknown == 1 and expected.listed == 20
+    assert expected.not_admitted_neighbourhood == 256 - 21
+
+
+def test_network_score_counts_every_host() -> None:
+    book = mixed_context().book
+    for base in book.targets.networks24():
+        outcomes = [book.outcome4(base + h) for h in range(256)]
+        score = book.network_score(base)
+        assert score.listed == sum(o.label == "listed" for o in outcomes)
+        assert score.unknown == sum(o.label not in ("listed", "clean") for o in outcomes)

@@ -8,6 +8,7 @@ code renders every row either way; memory stays bounded by a few slices).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import multiprocessing
@@ -138,10 +139,8 @@ def _address_rows(ctx: ReportContext, summary: Summary, row: Row) -> Iterator[st
     workers = min(2, os.cpu_count() or 1)
     if total < PARALLEL_MIN or workers < 2:
         for r in book.targets.ranges:
-            for value in range(r.first, r.last + 1):
-                report = book.report(r.version, value)
-                summary.count(report)
-                yield row(report)
+            for first in range(r.first, r.last + 1, SLICE):
+                yield _render(book, row, r.version, first, min(first + SLICE, r.last + 1), summary)
         return
     slices = [
         (r.version, first, min(first + SLICE, r.last + 1))
@@ -159,16 +158,48 @@ def _address_rows(ctx: ReportContext, summary: Summary, row: Row) -> Iterator[st
 
 
 def _render_slice(index: int) -> tuple[str, Summary]:
-    book: VetBook = _JOB["book"]
-    row: Row = _JOB["row"]
     version, first, end = _JOB["slices"][index]
     counts = Summary()
+    return _render(_JOB["book"], _JOB["row"], version, first, end, counts), counts
+
+
+def _render(book: VetBook, row: Row, version: int, first: int, end: int, counts: Summary) -> str:
+    """The rows of addresses first..end-1, each counted in `counts`.
+
+    Most addresses are clean, and the reports of the clean addresses of one /24 differ only in their `ip`
+    (`VetBook.shared_report_key`): such a report is built and rendered once, with a stand-in IP of the same
+    length, and the row of each address is that text with its own IP put back in."""
     out = []
+    shared: dict[Any, tuple[AddressReport, str, str] | None] = {}
     for value in range(first, end):
-        report = book.report(version, value)
-        counts.count(report)
-        out.append(row(report))
-    return "".join(out), counts
+        key = book.shared_report_key(version, value)
+        if key is None:
+            report = book.report(version, value)
+            counts.count(report)
+            out.append(row(report))
+            continue
+        ip = f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+        ckey = (key, len(ip))
+        if ckey not in shared:
+            shared[ckey] = _row_template(book.report(version, value), row)
+        template = shared[ckey]
+        if template is None:
+            report = book.report(version, value)
+            counts.count(report)
+            out.append(row(report))
+        else:
+            counts.count(template[0])
+            out.append(template[1] + ip + template[2])
+    return "".join(out)
+
+
+def _row_template(report: AddressReport, row: Row) -> tuple[AddressReport, str, str] | None:
+    """(report, text before the IP, text after it), or None if the stand-in is not found exactly once."""
+    stand_in = "~" * len(report.ip)
+    parts = row(dataclasses.replace(report, ip=stand_in)).split(stand_in)
+    if len(parts) != 2:
+        return None
+    return report, parts[0], parts[1]
 
 
 def render_json(ctx: ReportContext, summary: Summary) -> Iterator[str]:

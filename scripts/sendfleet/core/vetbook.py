@@ -31,6 +31,8 @@ from sendfleet.core.verdicts import (
 from sendfleet.core.zones import Kind, Zone, ZonesConfig
 
 _CLEAN = int(Outcome.CLEAN)
+#: bytes.translate table: 0 for a clean state, 1 for any other (pending, listed, unknown)
+_NOT_CLEAN = bytes(0 if i == _CLEAN else 1 for i in range(256))
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,7 @@ class VetBook:
         score = self._scores.get(base)
         if score is None:
             listed = unknown = 0
-            for host in range(256):
+            for host in self._unclean_hosts(base):
                 outcome = self.outcome4(base + host)
                 if outcome is Outcome.LISTED:
                     listed += 1
@@ -237,6 +239,21 @@ class VetBook:
             score = NetworkScore(f"{ipaddress.IPv4Address(base)}/24", listed, unknown, 256)
             self._scores[base] = score
         return score
+
+    def _unclean_hosts(self, base: int) -> Iterator[int]:
+        """Hosts of the /24 that may not be clean: every host, unless its block was scanned by usable zones
+        only; then those with a state other than clean (most addresses are clean: one C-level search each)."""
+        z = len(self.v4_ok)
+        states = self.blocks.get(base)
+        if states is None or not z or self.v4_bad:
+            yield from range(256)
+            return
+        flags = states.translate(_NOT_CLEAN)
+        pos = flags.find(1)
+        while pos >= 0:
+            host = pos // z
+            yield host
+            pos = flags.find(1, (host + 1) * z)
 
     def networks(self) -> Iterator[NetworkScore]:
         for base in self.targets.networks24():
@@ -302,6 +319,24 @@ class VetBook:
                 yield self.report(r.version, value)
         for domain in self.targets.domains:
             yield self.domain_report(domain)
+
+    def shared_report_key(self, version: int, value: int) -> tuple[int, PtrInfo | None] | None:
+        """For the common case, an IPv4 target that every zone answered clean, with no PTR name and no holder of
+        its own: a key such that every address with the same key has the same report but for `ip` (its /24 and
+        its absent PTR; verdict, admission, neighbourhood, holder and warnings are the /24's). None for any
+        other address, whose report is its own: a writer may then render a report once per key and reuse it."""
+        if version != 4 or self.v4_bad:
+            return None
+        z = len(self.v4_ok)
+        base = value & ~0xFF
+        states = self.blocks.get(base)
+        host = value & 0xFF
+        if states is None or not z or states[host * z : host * z + z] != self._all_clean4:
+            return None
+        ptr = self.ptrs.get((4, value))
+        if (ptr is not None and ptr.present) or (4, value) in self.holders:
+            return None
+        return base, ptr
 
     def report(self, version: int, value: int) -> AddressReport:
         if version == 4:
