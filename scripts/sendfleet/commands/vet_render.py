@@ -32,21 +32,22 @@ class Summary:
     admitted: int = 0
     not_admitted_neighbourhood: int = 0
 
-    def count(self, report: AddressReport) -> None:
+    def count(self, report: AddressReport, times: int = 1) -> None:
+        """Count `report` (`times` times: for that many addresses with the same report but for the IP)."""
         if report.kind == "ip":
-            self.addresses += 1
+            self.addresses += times
         else:
-            self.domains += 1
+            self.domains += times
         if report.verdict is Outcome.CLEAN:
-            self.clean += 1
+            self.clean += times
         elif report.verdict is Outcome.LISTED:
-            self.listed += 1
+            self.listed += times
         else:
-            self.unknown += 1
+            self.unknown += times
         if report.admission.admitted:
-            self.admitted += 1
+            self.admitted += times
         elif report.kind == "ip" and report.verdict is Outcome.CLEAN:
-            self.not_admitted_neighbourhood += 1
+            self.not_admitted_neighbourhood += times
 
     def add(self, other: Summary) -> None:
         for f in fields(self):
@@ -167,30 +168,42 @@ def _render(book: VetBook, row: Row, version: int, first: int, end: int, counts:
     """The rows of addresses first..end-1, each counted in `counts`.
 
     Most addresses are clean, and the reports of the clean addresses of one /24 differ only in their `ip`
-    (`VetBook.shared_report_key`): such a report is built and rendered once, with a stand-in IP of the same
+    (`VetBook.shared_report_keys`): such a report is built and rendered once, with a stand-in IP of the same
     length, and the row of each address is that text with its own IP put back in."""
     out = []
     shared: dict[Any, tuple[AddressReport, str, str] | None] = {}
+    uses: dict[Any, int] = {}  # addresses each shared report stood for
+    keys: list[Any] = []
+    prefix = ""
+    base = -1
     for value in range(first, end):
-        key = book.shared_report_key(version, value)
-        if key is None:
-            report = book.report(version, value)
-            counts.count(report)
-            out.append(row(report))
-            continue
-        ip = f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
-        ckey = (key, len(ip))
-        if ckey not in shared:
-            shared[ckey] = _row_template(book.report(version, value), row)
+        if version == 4 and value & ~0xFF != base:
+            base = value & ~0xFF
+            keys = book.shared_report_keys(base)
+            prefix = f"{base >> 24}.{(base >> 16) & 255}.{(base >> 8) & 255}."
+        key = keys[value & 0xFF] if version == 4 else None
+        if key is not None:
+            ip = prefix + _HOSTS[value & 0xFF]
+            ckey = (key, len(ip))
+            if ckey in shared:
+                template = shared[ckey]
+            else:
+                template = shared[ckey] = _row_template(book.report(version, value), row)
+            if template is not None:
+                uses[ckey] = uses.get(ckey, 0) + 1
+                out.append(template[1] + ip + template[2])
+                continue
+        report = book.report(version, value)
+        counts.count(report)
+        out.append(row(report))
+    for ckey, times in uses.items():
         template = shared[ckey]
-        if template is None:
-            report = book.report(version, value)
-            counts.count(report)
-            out.append(row(report))
-        else:
-            counts.count(template[0])
-            out.append(template[1] + ip + template[2])
+        assert template is not None
+        counts.count(template[0], times)
     return "".join(out)
+
+
+_HOSTS = tuple(str(host) for host in range(256))
 
 
 def _row_template(report: AddressReport, row: Row) -> tuple[AddressReport, str, str] | None:

@@ -320,23 +320,28 @@ class VetBook:
         for domain in self.targets.domains:
             yield self.domain_report(domain)
 
-    def shared_report_key(self, version: int, value: int) -> tuple[int, PtrInfo | None] | None:
-        """For the common case, an IPv4 target that every zone answered clean, with no PTR name and no holder of
-        its own: a key such that every address with the same key has the same report but for `ip` (its /24 and
-        its absent PTR; verdict, admission, neighbourhood, holder and warnings are the /24's). None for any
-        other address, whose report is its own: a writer may then render a report once per key and reuse it."""
-        if version != 4 or self.v4_bad:
-            return None
-        z = len(self.v4_ok)
-        base = value & ~0xFF
-        states = self.blocks.get(base)
-        host = value & 0xFF
-        if states is None or not z or states[host * z : host * z + z] != self._all_clean4:
-            return None
-        ptr = self.ptrs.get((4, value))
-        if (ptr is not None and ptr.present) or (4, value) in self.holders:
-            return None
-        return base, ptr
+    def shared_report_keys(self, base: int) -> list[tuple[int, PtrInfo | None] | None]:
+        """Per host of the IPv4 /24 at `base`, for the common case (every zone answered clean, no PTR name, no
+        holder of its own): a key such that every address with the same key has the same report but for `ip`
+        (its /24 and its absent PTR; verdict, admission, neighbourhood, holder and warnings are the /24's).
+        None for any other host, whose report is its own: a writer may render a report once per key and reuse
+        it for the other addresses of that key."""
+        if self.v4_bad or not self.v4_ok or base not in self.blocks:
+            return [None] * 256
+        shared = (base, None)
+        keys: list[tuple[int, PtrInfo | None] | None] = [shared] * 256
+        for host in self._unclean_hosts(base):
+            keys[host] = None
+        if self.ptrs or self.holders:
+            for host, key in enumerate(keys):
+                if key is None:
+                    continue
+                ptr = self.ptrs.get((4, base + host))
+                if (ptr is not None and ptr.present) or (4, base + host) in self.holders:
+                    keys[host] = None
+                elif ptr is not None:
+                    keys[host] = (base, ptr)
+        return keys
 
     def report(self, version: int, value: int) -> AddressReport:
         if version == 4:
