@@ -191,14 +191,21 @@ async def _scan_v4(
     blocks = book.blocks
     record4 = book.record4
 
+    # question4(base + host, suffix) == heads[host] + question4(base, suffix)[len(heads[0]):]: the host's label,
+    # then the /24's labels and the zone; built once per /24 and zone, one concatenation per question.
+    heads = [question4(host, b"")[:-6] for host in range(256)]  # less the labels "0.0.0" of 0.0.0.host
+    skip = len(heads[0])
+
     def v4_queries() -> Iterator[Query]:
-        zone_range = range(z4)
+        zones = list(enumerate(groups4))
         for base in bases:
             book.block(base)
-            for value in range(base, base + 256):
-                token = value * z4
-                for zi in zone_range:
-                    yield question4(value, suffixes[zi]), groups4[zi], token + zi
+            tails = [question4(base, suffix)[skip:] for suffix in suffixes]
+            token = base * z4
+            for head in heads:
+                for zi, group in zones:
+                    yield head + tails[zi], group, token + zi
+                token += z4
 
     def on_v4(token: Any, reply: Reply) -> None:
         value, zi = divmod(token, z4)
