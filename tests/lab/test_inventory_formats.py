@@ -26,8 +26,11 @@ BIN = Path(sys.executable).parent
 
 
 def _vault_string(password: Path, name: str, value: str) -> str:
+    # the password file given once: with ANSIBLE_VAULT_PASSWORD_FILE set too, ansible-vault sees two "default"
+    # vault ids and refuses to choose one to encrypt with
+    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_VAULT_PASSWORD_FILE"}
     proc = subprocess.run([str(BIN / "ansible-vault"), "encrypt_string", "--vault-password-file", str(password),
-                           "--name", name, value], capture_output=True, text=True, check=True, timeout=120)
+                           "--name", name, value], capture_output=True, text=True, check=True, timeout=120, env=env)
     return proc.stdout
 
 
