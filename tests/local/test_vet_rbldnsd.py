@@ -8,6 +8,7 @@ wild.test (a parked-style wildcard that lists everything, 127.0.0.1 included), o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
@@ -569,6 +570,25 @@ def test_scanner_asks_identical_questions_once(rbl: Rbldnsd) -> None:
     assert all(got[i].records == ("127.0.0.2",) for i in range(5))
     assert got[9] is NXDOMAIN
     assert stats.queries == 2 and stats.merged == 4
+
+
+def test_scanner_writes_nxdomain_into_the_states_and_delivers_the_rest(rbl: Rbldnsd) -> None:
+    """The bulk scan's path: NXDOMAIN answers (identical questions too) set their token's byte, no callback;
+    a listing is delivered, its byte left alone."""
+    suffix = question_suffix("zen.test")
+    listed = int(ipaddress.IPv4Address("198.51.100.66"))
+    queries = [(question4(listed - 2, suffix), -1, 0), (question4(listed, suffix), -1, 1)]
+    queries += [(question4(listed - 3, suffix), -1, 2), (question4(listed - 3, suffix), -1, 3)]
+    states = bytearray(5)
+    got: dict[int, Reply] = {}
+
+    async def scan() -> None:
+        scanner = BulkScanner([Resolver("127.0.0.1", rbl.port)], initial_window=16)
+        await scanner.run(iter(queries), lambda t, r: got.__setitem__(t, r), nxdomain=(states, 7))
+
+    asyncio.run(scan())
+    assert states == bytes([7, 0, 7, 7, 0])
+    assert list(got) == [1] and got[1].records == ("127.0.0.2",)
 
 
 def test_scanner_rate_limit_per_zone(rbl: Rbldnsd) -> None:

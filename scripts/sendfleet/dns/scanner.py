@@ -148,10 +148,20 @@ class BulkScanner:
     # -- public ------------------------------------------------------------------------------------------
 
     async def run(
-        self, queries: Iterator[Query], deliver: Deliver, progress: Callable[[int], None] | None = None
+        self,
+        queries: Iterator[Query],
+        deliver: Deliver,
+        progress: Callable[[int], None] | None = None,
+        *,
+        nxdomain: tuple[bytearray, int] | None = None,
     ) -> ScanStats:
-        """Ask every query; `deliver(token, reply)` once per query (timeouts included). Stats accumulate."""
+        """Ask every query; `deliver(token, reply)` once per query (timeouts included). Stats accumulate.
+
+        With `nxdomain=(states, value)`, every token is an index into `states`, and an NXDOMAIN answer is
+        recorded as `states[token] = value` instead of a call to `deliver` (the bulk scan: most answers)."""
         loop = asyncio.get_running_loop()
+        self._nx_states: bytearray | None = nxdomain[0] if nxdomain is not None else None
+        self._nx_value = nxdomain[1] if nxdomain is not None else 0
         self._progress = progress
         self._progress_at = 0.0
         self.completed = 0
@@ -364,6 +374,8 @@ class BulkScanner:
         aliases = self._aliases
         merged = self._merged
         deliver = self._deliver
+        nx_states = self._nx_states
+        nx_value = self._nx_value
         base = si << 16
         got = 0
         hi_seq = self._hi_seq
@@ -408,17 +420,23 @@ class BulkScanner:
                     aliases.pop(old, None)
             got += 1
             heard[entry[_GROUP]] = now
+            if entry[_SEQ] > hi_seq:
+                hi_seq = entry[_SEQ]
+                if sample is None and entry[_TRIES] == 1 and not entry[_FAST]:
+                    sample = entry
             rcode = data[3] & 0x0F
             if rcode == 3:
+                if nx_states is not None:
+                    nx_states[entry[_TOKENS]] = nx_value
+                    if merged:
+                        for token in merged.pop(question, ()):
+                            nx_states[token] = nx_value
+                    continue
                 reply = NXDOMAIN
             elif rcode == 0:
                 reply = NODATA if data[6] == 0 and data[7] == 0 else _parse(data, question)
             else:
                 reply = _rcode_reply(rcode)
-            if entry[_SEQ] > hi_seq:
-                hi_seq = entry[_SEQ]
-                if sample is None and entry[_TRIES] == 1 and not entry[_FAST]:
-                    sample = entry
             deliver(entry[_TOKENS], reply)
             if merged:
                 for token in merged.pop(question, ()):
