@@ -473,7 +473,7 @@ def _leaves(source: str) -> list[str]:
 
 
 def _natural(name: str) -> tuple[Any, ...]:
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+    return tuple(int(part) if part.isdecimal() else part for part in re.split(r"(\d+)", name))
 
 
 # ------------------------------------------------------------------------------------------- helpers
