@@ -40,16 +40,28 @@ def register(sub: Any) -> None:
         add_inventory_options(p)
         p.add_argument("--format", choices=formats, default=formats[0])
 
-    p = verbs.add_parser("plan", help="every record the fleet needs, as zone-file snippets or JSON")
+    p = verbs.add_parser(
+        "plan", help="every record the fleet needs, as zone-file snippets or JSON",
+        description="Every record the fleet needs (PTR, A/AAAA, SPF, DKIM, DMARC, MTA-STS, TLS-RPT), per zone, with "
+        "the problems found planning it. Exit 1 when a record cannot be planned (e.g. a DKIM key is missing).",
+        epilog="example: sendfleet dns plan -i inventories/prod --format json")
     common(p, ("zone", "json"))
     p.set_defaults(func=cmd_plan)
 
-    p = verbs.add_parser("apply", help="publish the plan by RFC 2136 (TSIG), sending only the differences")
+    p = verbs.add_parser(
+        "apply", help="publish the plan by RFC 2136 (TSIG), sending only the differences",
+        description="Publish the plan to dns_update_server by RFC 2136 with TSIG, sending only what differs; records "
+        "outside dns_zones are listed for you to publish elsewhere.",
+        epilog="example: sendfleet dns apply -i inventories/prod --dry-run")
     common(p, ("table", "json"))
     p.add_argument("--dry-run", action="store_true", help="print the differences, send nothing")
     p.set_defaults(func=cmd_apply)
 
-    p = verbs.add_parser("check", help="resolve what is published, compare with the plan, lint, FCrDNS")
+    p = verbs.add_parser(
+        "check", help="resolve what is published, compare with the plan, lint, FCrDNS",
+        description="Resolve what the world sees, compare it with the plan, lint SPF/DKIM/DMARC and check FCrDNS "
+        "of every sending IP. Exit 1 when something differs or fails, 3 when the resolver does not answer.",
+        epilog="example: sendfleet dns check -i inventories/prod --format json")
     common(p, ("table", "json"))
     p.add_argument(
         "--authoritative",
@@ -58,7 +70,11 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(func=cmd_check)
 
-    p = verbs.add_parser("gate", help="the FCrDNS gate per sending IP (used by the sending_ips/postfix roles)")
+    p = verbs.add_parser(
+        "gate", help="the FCrDNS gate per sending IP (used by the sending_ips/postfix roles)",
+        description="The FCrDNS gate: for each sending IP, does its PTR name resolve back to it and look like a "
+        "mail server's own name? An IP that fails stays out of its pools (rdns_gate: enforce).",
+        epilog="example: sendfleet dns gate -i inventories/prod --host mta1")
     common(p, ("table", "json"))
     p.add_argument("--host", help="only the sending IPs of this inventory host")
     p.set_defaults(func=cmd_gate)

@@ -29,11 +29,19 @@ def register(sub: Any) -> None:
     pool = sub.add_parser("pool", help="vetted IPs per pool, and their assignment to sender hosts")
     verbs = pool.add_subparsers(dest="verb", metavar="VERB", parser_class=type(pool))
     verbs.required = True
-    ls = verbs.add_parser("list", help="every vetted IP, its pool and the host that uses it")
+    ls = verbs.add_parser(
+        "list", help="every vetted IP, its pool and the host that uses it",
+        description="Every vetted IP (vetted_ips), its pool, and the sender host that uses it (or 'available').",
+        epilog="example: sendfleet pool list -i inventories/prod --format json")
     add_inventory_options(ls)
     ls.add_argument("--format", choices=("table", "json"), default="table")
     ls.set_defaults(func=_list)
-    assign = verbs.add_parser("assign", help="give sender hosts vetted IPs that no host uses yet")
+    assign = verbs.add_parser(
+        "assign", help="give sender hosts vetted IPs that no host uses yet",
+        description="Give each sender host vetted IPs of a pool that no host uses yet, with their PTR/HELO names: "
+        "appends to each host's sending_ips (comments kept). Prints what it assigns.",
+        epilog="example: sendfleet pool assign -i inventories/prod --pool transactional --per-host 2 "
+        "--warmup-start today")
     add_inventory_options(assign)
     assign.add_argument("--pool", action="append", dest="pools", metavar="NAME",
                         help="pool to assign from (repeatable; default: every pool with vetted IPs)")
@@ -45,6 +53,7 @@ def register(sub: Any) -> None:
     assign.add_argument("--warmup-start", metavar="YYYY-MM-DD",
                         help="start a warm-up schedule for the new IPs on this date ('today' allowed)")
     assign.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    assign.add_argument("--format", choices=("table", "json"), default="table")
     assign.set_defaults(func=_assign)
 
 
@@ -134,10 +143,14 @@ def _assign(args: argparse.Namespace) -> int:
     # every file is found and read before anything is printed or written: a refusal leaves every file as it was
     targets = [(_host_vars(inv, host), [a for a in plan if a.host == host]) for host in hosts
                if any(a.host == host for a in plan)]
-    for a in plan:
-        print(f"{a.host}: {a.ip} -> pool {a.pool}, PTR/HELO {a.ptr}")
-    if not plan:
-        print("nothing to assign: every sender has its share (or no vetted IP is free)")
+    if args.format == "json":
+        print(json.dumps({"dry_run": bool(args.dry_run), "assigned": [
+            {"host": a.host, **{k: str(v) for k, v in a.as_entry().items()}} for a in plan]}, indent=2))
+    else:
+        for a in plan:
+            print(f"{a.host}: {a.ip} -> pool {a.pool}, PTR/HELO {a.ptr}")
+        if not plan:
+            print("nothing to assign: every sender has its share (or no vetted IP is free)")
     if args.dry_run or not plan:
         return EXIT_OK
     for (path, data), mine in targets:

@@ -44,6 +44,7 @@ def register(sub: Any) -> None:
         help="send tagged mail through every sending IP and verify what the receiving MX saw",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: sendfleet readiness -i inventories/prod --imap imaps://seed@imap.example.net/INBOX",
     )
     add_inventory_options(parser)
     parser.add_argument("--format", choices=("table", "json"), default="table")

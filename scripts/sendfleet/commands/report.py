@@ -21,7 +21,11 @@ STATE_DIR = "/var/lib/sendfleet/monitor"
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("report", help="deliveries per sending IP and provider, with a PNG chart")
+    parser = sub.add_parser(
+        "report", help="deliveries per sending IP and provider, with a PNG chart",
+        description="Deliveries (sent, deferred, bounced) per sending IP and destination provider over a window, "
+        "read from the monitor on every sender, with the top reasons; optionally a PNG chart.",
+        epilog="example: sendfleet report -i inventories/prod --hours 24 --png deliveries.png")
     add_inventory_options(parser)
     parser.add_argument("--hours", type=int, default=24, help="window in hours, up to now (default 24)")
     parser.add_argument("--png", type=Path, help="write a chart of the window to this PNG file")

@@ -50,8 +50,11 @@ def register(sub: Any) -> None:
         help="vet IPs, ranges and sender domains against blocklists; admit clean IPs into a pool",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: sendfleet vet 198.51.100.0/24 --zones public --format json --output vet.json\n"
+        "         grep -v '^#' ranges.txt | sendfleet vet - --zones public   # '-': targets from stdin",
     )
-    parser.add_argument("targets", nargs="*", metavar="TARGET", help="address, CIDR, range A-B or domain name")
+    parser.add_argument("targets", nargs="*", metavar="TARGET",
+                        help="address, CIDR, range A-B or domain name; '-' reads more from stdin, one or more a line")
     parser.add_argument("--from-file", type=Path, metavar="F", help="more targets, one or more per line, # comments")
     parser.add_argument(
         "--zones",
@@ -142,7 +145,9 @@ def _threshold(text: str) -> float:
 
 
 def _targets(args: argparse.Namespace) -> TargetSet:
-    texts: list[str] = list(args.targets)
+    texts: list[str] = [t for t in args.targets if t != "-"]
+    if "-" in args.targets:
+        texts += targets_from_lines(sys.stdin.read().splitlines(), "stdin")
     if args.from_file is not None:
         try:
             lines = args.from_file.read_text(encoding="utf-8").splitlines()

@@ -32,7 +32,11 @@ def register(sub: Any) -> None:
     parser = sub.add_parser("warmup", help="IP warm-up: each IP's stage, weight and limits")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=type(parser))
     verbs.required = True
-    plan = verbs.add_parser("plan", help="every IP's stage today and on the next days")
+    plan = verbs.add_parser(
+        "plan", help="every IP's stage today and on the next days",
+        description="Each sending IP's warm-up stage today and on the next days: its weight in its pool and the "
+        "limits of its transport, as the postfix role applies them.",
+        epilog="example: sendfleet warmup plan -i inventories/prod --days 14 --from-hosts")
     add_inventory_options(plan)
     plan.add_argument("--days", type=int, default=7, help="days shown after today (default 7)")
     plan.add_argument("--today", help="plan as of this date (YYYY-MM-DD; default: today)")
