@@ -4,9 +4,10 @@ clean, well-neighboured ones into an inventory's pool.
     sendfleet vet TARGET... [--from-file F] --zones ZONES.yml|public|lab [--resolver ADDR[:PORT]]...
                   [--format table|json|csv] [--output F] [--timeout S]
                   [--max-addresses N] [--neighbourhood-threshold PCT] [--accept-neighbourhood]
-                  [--admit INVENTORY_DIR --pool NAME] [--heatmap FILE.png|FILE.svg]... [--no-ptr] [--no-asn]
+                  [--admit INVENTORY --pool NAME] [--heatmap FILE.png|FILE.svg]... [--no-ptr] [--no-asn]
 
-Where the pool lives: `INVENTORY_DIR/group_vars/all/vetted_ips.yml`, key `vetted_ips: {POOL: [{ip, vetted,
+Where the pool lives: `group_vars/all/vetted_ips.yml` of the INVENTORY folder (or, for an INI file, a script or
+a plugin config, of its `sendfleet_vars_dir`: see README.md), key `vetted_ips: {POOL: [{ip, vetted,
 zones, resolver, ...}]}`. `sendfleet pool assign` then takes vetted, not-yet-assigned IPs of each pool and
 writes them to a sender host's `host_vars/<host>.yml` `sending_ips`.
 
@@ -99,7 +100,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="admit clean addresses of poor /24s anyway (said loudly in the report)",
     )
-    parser.add_argument("--admit", type=Path, metavar="INVENTORY_DIR", help="add admitted addresses to a pool")
+    parser.add_argument("--admit", type=Path, metavar="INVENTORY", help="add admitted addresses to a pool")
     parser.add_argument("--pool", metavar="NAME", help="the pool to admit into (with --admit)")
     parser.add_argument(
         "--heatmap",
@@ -180,21 +181,24 @@ def _check_output_path(path: Path, option: str) -> None:
 def _check_admission(args: argparse.Namespace) -> tuple[Path, Any] | None:
     if args.admit is None:
         if args.pool is not None:
-            raise UsageError("--pool needs --admit INVENTORY_DIR")
+            raise UsageError("--pool needs --admit INVENTORY")
         return None
     if args.pool is None:
         raise UsageError("--admit needs --pool NAME")
     check_pool_name(args.pool)
-    if not args.admit.is_dir():
-        raise UsageError(f"--admit {args.admit}: not an inventory folder")
-    pools_path = args.admit / POOLS_FILE
-    pools_data = yamlfile.load(pools_path, missing_ok=True)
-    if isinstance(pools_data, dict) and isinstance(pools_data.get("pools"), dict):
-        known = pools_data["pools"]
-        if args.pool not in known:
-            names = ", ".join(sorted(str(k) for k in known)) or "none"
-            raise UsageError(f"--pool {args.pool}: not a pool of {pools_path} (known: {names})")
-    vetted_path = args.admit / VETTED_FILE
+    if not args.admit.is_dir():  # an INI file, a script, a plugin config: the variables folder Ansible reads
+        from sendfleet.inventory_io import admission_file
+
+        vetted_path = admission_file(args.admit, args.pool)
+    else:  # a folder is its own variables folder (it need not hold hosts yet)
+        pools_path = args.admit / POOLS_FILE
+        pools_data = yamlfile.load(pools_path, missing_ok=True)
+        if isinstance(pools_data, dict) and isinstance(pools_data.get("pools"), dict):
+            known = pools_data["pools"]
+            if args.pool not in known:
+                names = ", ".join(sorted(str(k) for k in known)) or "none"
+                raise UsageError(f"--pool {args.pool}: not a pool of {pools_path} (known: {names})")
+        vetted_path = args.admit / VETTED_FILE
     data = yamlfile.load(vetted_path, missing_ok=True)
     existing_vetted(data, str(vetted_path))  # refuse a malformed file before scanning
     return vetted_path, data
