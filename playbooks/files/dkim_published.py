@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Exit 0 when the authoritative server serves the DKIM record of DOMAIN/SELECTOR exactly as planned.
 
-usage: dkim_published.py INVENTORY DOMAIN SELECTOR
+usage: dkim_published.py DOMAIN SELECTOR INVENTORY...   (every source of the inventory, as ansible-playbook -i)
 Exit 0: published, carrying the controller's key; 1: not yet, or the server did not answer (printed: ask
 again); 2: bad usage, or no such record in the plan (asking again will not help).
 
@@ -24,13 +24,14 @@ from sendfleet.inventory_io import load_inventory, read_dkim_keys
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
+    if len(argv) < 3:
         sys.stderr.write(__doc__ or "")
         return 2
-    inventory, domain, selector = argv
+    domain, selector, *sources = argv
+    inventory = ", ".join(sources)
     subject = f"{domain}/{selector}"
     try:
-        inv = load_inventory(Path(inventory))
+        inv = load_inventory([Path(s) for s in sources])
         plan = plan_records(inv, read_dkim_keys(inv))
     except UsageError as err:
         print(f"dkim_published: {err}")
