@@ -41,6 +41,12 @@ for info in pkgutil.walk_packages(sendfleet.__path__, "sendfleet.", onerror=lamb
         importlib.import_module(info.name)
     except BaseException as err:
         failed[info.name] = f"{type(err).__name__}: {err}"
+# imported lazily by a dependency, so no module import above reaches them: dkimpy verifies Ed25519 with PyNaCl
+for name in ("nacl.signing",):
+    try:
+        importlib.import_module(name)
+    except BaseException as err:
+        failed[name] = f"{type(err).__name__}: {err}"
 print(json.dumps({"file": sendfleet.__file__, "modules": names, "failed": failed}))
 """
 
