@@ -78,3 +78,29 @@ def sink_recipient_action(domain: str, action: str | None, state_dir: Path = DEF
     proc = subprocess.run(ssh_command(cfg, sink, key, "postfix reload"), capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise LabError(f"sink: postfix reload failed: {proc.stderr.strip()}")
+    _await_rcpt_reply(cfg, domain, int(action.split()[0]) if action else 250)
+
+
+def _await_rcpt_reply(cfg: LabConfig, domain: str, code: int, timeout: float = 20.0) -> None:
+    """Return once the sink answers RCPT TO for `domain` with `code`. `postfix reload` is asynchronous: an smtpd
+    started before it may still answer from the old table for a moment, so the change is confirmed, not assumed
+    (RCPT only: the probe session is reset, nothing is stored)."""
+    import smtplib
+    import time
+
+    deadline = time.monotonic() + timeout
+    got: object = None
+    while time.monotonic() < deadline:
+        try:
+            with smtplib.SMTP(cfg.host("sink").ipv4, 25, source_address=(cfg.app_addresses[0], 0),
+                              timeout=10) as smtp:
+                smtp.ehlo("control.lab.test")
+                smtp.mail("")
+                got = smtp.rcpt(f"sink-control-probe@{domain}")[0]
+                smtp.rset()
+            if got == code:
+                return
+        except (OSError, smtplib.SMTPException) as err:
+            got = err
+        time.sleep(0.2)
+    raise LabError(f"sink: RCPT for {domain} still answers {got} after the reload, expected {code}")
