@@ -20,10 +20,9 @@ import pytest
 import yaml
 
 from tests.lab.helpers import (
-    changed_tasks,
+    converge,
     host_address,
     make_message,
-    recap,
     resolver,
     run_playbook,
     submit,
@@ -35,16 +34,6 @@ pytestmark = pytest.mark.lab
 
 DOMAIN = "news.test"
 SELECTOR = "e2026a"
-
-
-def converge(inventory: Path) -> dict[str, list[str]]:
-    """Run site.yml (must succeed); the tasks that changed something, by host."""
-    proc = run_playbook(inventory, "site.yml")
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
-    result = recap(proc.stdout)
-    assert result, f"no PLAY RECAP:\n{proc.stdout[-3000:]}"
-    changed = changed_tasks(proc.stdout)
-    return {h: [t for t in changed if t.endswith(f": {h}")] for h, r in result.items() if r["changed"]}
 
 
 def signatures(raw: bytes) -> list[str]:
