@@ -84,9 +84,10 @@ def sink_recipient_action(domain: str, action: str | None, state_dir: Path = DEF
 
 
 def _await_rcpt_reply(cfg: LabConfig, domain: str, code: int, timeout: float = 20.0) -> None:
-    """Return once the sink answers RCPT TO for `domain` with `code`. `postfix reload` is asynchronous: an smtpd
-    started before it may still answer from the old table for a moment, so the change is confirmed, not assumed
-    (RCPT only, then QUIT: nothing is stored; after a 421 the sink hangs up, which QUIT tolerates)."""
+    """Return once the sink answers RCPT TO for `domain` (or that one address) with `code`. `postfix reload` is
+    asynchronous: an smtpd started before it may still answer from the old table for a moment, so the change is
+    confirmed, not assumed (RCPT only, then QUIT: nothing is stored; after a 421 the sink hangs up, which QUIT
+    tolerates)."""
     import smtplib
     import time
 
@@ -99,7 +100,8 @@ def _await_rcpt_reply(cfg: LabConfig, domain: str, code: int, timeout: float = 2
                               timeout=10) as smtp:
                 smtp.ehlo("control.lab.test")
                 smtp.mail("")
-                got = smtp.rcpt(f"sink-control-probe@{domain}")[0]
+                # the access table's key: a domain, or one recipient address
+                got = smtp.rcpt(domain if "@" in domain else f"sink-control-probe@{domain}")[0]
                 answered = got == code
         except (OSError, smtplib.SMTPException) as err:
             if not answered:  # an error on QUIT after the awaited answer does not matter
