@@ -11,28 +11,17 @@ this filter catches what only the play sees (an ``-e`` that overrides a file).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 try:
     from sendfleet.core.inventory import VARIABLES, HostSource, VarSource, build_inventory
     from sendfleet.errors import InventoryError
+    from sendfleet.inventory_io import plain
 except ImportError as err:  # the package is a requirement of the collection: say which Python lacks it
     import sys
 
     raise ImportError(f"the sendfleet Python package is not importable by {sys.executable}: {err}") from err
-
-
-def _plain(value: Any) -> Any:
-    """Ansible's templated containers and strings as plain Python values."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, str):
-        return str(value)
-    return value
 
 
 def sf_inventory_problems(hosts: Any, hostvars: Any) -> list[str]:
@@ -42,7 +31,7 @@ def sf_inventory_problems(hosts: Any, hostvars: Any) -> list[str]:
     sources: list[HostSource] = []
     for name in names:
         seen = hostvars[name]
-        values = {key: _plain(seen[key]) for key in VARIABLES if key in seen}
+        values = {key: plain(seen[key]) for key in VARIABLES if key in seen}
         groups = tuple(str(g) for g in seen.get("group_names", ()))
         sources.append(HostSource(name, groups, [VarSource(f"{name} (as the play sees it)", values)]))
     # the fleet-wide variables as the first host sees them (the model reads pools, domains... from them)
