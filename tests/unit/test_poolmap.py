@@ -3,6 +3,8 @@ as the postfix role writes it and the monitor rewrites it, with the limits' base
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -167,3 +169,44 @@ def test_params_remember_and_restore_their_baseline() -> None:
     # a parameter that did not exist before is removed again
     plan2 = poolmap.plan_params({"x": None}, {}, {"x": "1"})
     assert poolmap.plan_params({"x": "1"}, plan2.record, {}).changes == {"x": None}
+
+
+def test_class_transport_names() -> None:
+    assert poolmap.class_transport_name("198.51.100.70", "gmail") == "sf_198_51_100_70_gmail"
+    assert poolmap.class_transport_name("2001:db8:5f::48", "abc", "x") == "x_20010db8005f00000000000000000048_abc"
+    # class other travels on the IP's own transport
+    assert poolmap.class_transport_name("198.51.100.70", "other") == poolmap.transport_name("198.51.100.70")
+    for bad in ("", "Gmail", "g_mail", "g-mail", "1and1", "a" * 17):
+        with pytest.raises(ValueError, match="provider class"):
+            poolmap.class_transport_name("198.51.100.70", bad)
+
+
+def test_split_transport() -> None:
+    assert poolmap.split_transport("sf_198_51_100_70_gmail") == ("198.51.100.70", "gmail")
+    assert poolmap.split_transport("sf_198_51_100_70") == ("198.51.100.70", "other")
+    assert poolmap.split_transport("sf_20010db8005f00000000000000000048") == ("2001:db8:5f::48", "other")
+    # a class that looks like hex digits still ends an IPv6 slug at its 32nd digit
+    assert poolmap.split_transport("sf_20010db8005f00000000000000000048_abc") == ("2001:db8:5f::48", "abc")
+    assert poolmap.split_transport("x_0_0_0_0_a", "x") == ("0.0.0.0", "a")
+    assert poolmap.split_transport("sf_198_51_100_70_gmail", "x") is None
+    for name in (
+        "smtp", "relay", "sf_", "sf_a", "sf_198_51_100", "sf_198_51_100_256", "sf_198_51_100_070",
+        "sf_198_51_100_70_", "sf_198_51_100_70__gmail", "sf_198_51_100_70_Gmail", "sf_198_51_100_70_g-mail",
+        "sf_198_51_100_70_other", "sf_198_51_100_70_gmail_x", "sf_20010DB8005F00000000000000000048",
+        "sf_20010db8005f0000000000000000004", "sf_20010db8005f000000000000000000480", "sf_198_51_100_70_" + "a" * 17,
+    ):
+        assert poolmap.split_transport(name) is None, name
+
+
+@given(
+    st.one_of(
+        st.integers(0, 2**32 - 1).map(lambda i: str(ipaddress.IPv4Address(i))),
+        st.integers(0, 2**128 - 1).map(lambda i: str(ipaddress.IPv6Address(i))),
+    ),
+    st.from_regex(r"\A[a-z][a-z0-9]{0,15}\Z") | st.sampled_from(["abc", "f", "deadbeef", "a0", "other"]),
+    st.sampled_from(["sf", "x", "sf2"]),
+)
+def test_class_transport_names_round_trip(ip: str, klass: str, prefix: str) -> None:
+    name = poolmap.class_transport_name(ip, klass, prefix)
+    assert poolmap.split_transport(name, prefix) == (ip, klass)
+    assert len(name) <= len(prefix) + 1 + 32 + 1 + 16

@@ -213,3 +213,45 @@ def plan_params(
         if want != now:
             changes[param] = want
     return ParamPlan(changes, new_record)
+
+
+#: A provider class name: it ends a Postfix transport name, so no `_` or `-`.
+CLASS_NAME = re.compile(r"[a-z][a-z0-9]{0,15}")
+#: The class of every destination no other class claims; it travels on the per-IP transport `sf_<slug>`.
+OTHER_CLASS = "other"
+_V4_SLUG = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:_(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
+_V6_SLUG = re.compile(r"[0-9a-f]{32}")
+
+
+def class_transport_name(ip: Any, klass: str, prefix: str = "sf") -> str:
+    """The Postfix transport of a sending IP for one provider class (`sf_198_51_100_70_gmail`); class
+    `other` is the IP's own transport (`transport_name`). ValueError for a class name Postfix cannot carry."""
+    if not CLASS_NAME.fullmatch(klass):
+        raise ValueError(f"bad provider class name {klass!r}: [a-z][a-z0-9]{{0,15}} expected")
+    if klass == OTHER_CLASS:
+        return transport_name(ip, prefix)
+    return f"{transport_name(ip, prefix)}_{klass}"
+
+
+def split_transport(transport: str, prefix: str = "sf") -> tuple[str, str] | None:
+    """The (IP, class) a sendfleet transport carries: `sf_198_51_100_70_gmail` -> ('198.51.100.70', 'gmail'),
+    `sf_198_51_100_70` -> ('198.51.100.70', 'other'); None for any other name (other prefix, a slug that
+    `slug` would not write, a bad class). The inverse of `transport_name` and `class_transport_name`."""
+    head = prefix + "_"
+    if not transport.startswith(head):
+        return None
+    rest = transport[len(head) :]
+    # a class starts with a letter and a slug part never does, so the first '_' + letter ends the slug
+    # (an IPv6 slug is 32 hex digits with no '_': its class, even 'abc', follows the 32nd digit)
+    m = _V6_SLUG.match(rest) if len(rest) >= 32 and "_" not in rest[:32] else _V4_SLUG.match(rest)
+    if m is None:
+        return None
+    body, tail = m.group(0), rest[m.end() :]
+    if tail == "":
+        klass = OTHER_CLASS
+    elif tail[0] == "_" and CLASS_NAME.fullmatch(tail[1:]) and tail[1:] != OTHER_CLASS:
+        klass = tail[1:]
+    else:
+        return None
+    ip = str(ipaddress.IPv6Address(int(body, 16))) if len(body) == 32 else body.replace("_", ".")
+    return ip, klass
