@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from sendfleet.core import maillog, metrics
 
 SENT = (
@@ -91,3 +94,139 @@ def test_metrics_render_and_parse() -> None:
     rows = metrics.samples_of(parsed, "sendfleet_delivery_total")
     assert ({"ip": "198.51.100.72", "provider": "gmail", "status": "sent"}, 3.0) in rows
     assert any(labels.get("reason") == 'say "hi"\n' for labels, _ in rows)
+
+
+def test_class_transports_count_under_their_ip() -> None:
+    assert maillog.transport_of("postfix/sf_198_51_100_72_gmail/smtp") == "sf_198_51_100_72_gmail"
+    assert maillog.ip_from_transport("sf_198_51_100_72_gmail") == "198.51.100.72"
+    assert maillog.ip_from_transport("sf_20010db8005f00000000000000000042_abc") == "2001:db8:5f::42"
+    assert maillog.class_of("sf_198_51_100_72_gmail") == "gmail"
+    assert maillog.class_of("sf_198_51_100_72") == "other" and maillog.class_of("relay") == "other"
+    assert maillog.base_transport("sf_198_51_100_72_gmail") == "sf_198_51_100_72"
+    assert maillog.base_transport("relay") is None
+    d = maillog.parse_delivery("postfix/sf_198_51_100_72_gmail/smtp", SENT, 1.0)
+    assert d is not None and d.transport == "sf_198_51_100_72_gmail" and d.klass == "gmail"
+    plain = maillog.parse_delivery(IDENT, SENT, 1.0)
+    assert plain is not None and plain.klass == "other"
+    # the book's own name for the IP wins over the one the transport encodes
+    book = maillog.DeliveryBook({"sf_198_51_100_72": "ip-a"}, {"gmail": ["gmail.test"]})
+    book.add(d)
+    book.add(plain)
+    g = maillog.parse_delivery("postfix/sf_198_51_100_73_gmail/smtp", SENT, 1.0)
+    assert g is not None
+    book.add(g)
+    assert book.totals == {("ip-a", "gmail", "sent"): 2, ("198.51.100.73", "gmail", "sent"): 1}
+
+
+GMAIL_421 = (
+    "4QzYJ15jklz: to=<Dan@Gmail.com>, relay=gmail-smtp-in.l.google.com[142.250.102.27]:25, conn_use=3, "
+    "delay=0.52, delays=0.1/0/0.2/0.22, dsn=4.7.28, status=deferred (host gmail-smtp-in.l.google.com"
+    "[142.250.102.27] said: 421-4.7.28 [198.51.100.72      15] Our system has detected an unusual rate of "
+    "421-4.7.28 unsolicited mail originating from your IP address. To protect our 421-4.7.28 users from spam, "
+    "mail sent from your IP address has been temporarily 421-4.7.28 rate limited. Please visit 421 4.7.28 "
+    "https://support.google.com/mail/?p=UnsolicitedRateLimitError to review our Bulk Email Senders Guidelines. "
+    "d2e1a72fcca58-70b- gsmtp (in reply to RCPT TO command))"
+)
+OUTLOOK_550 = (
+    "4QzYJ16mnoz: to=<erin@outlook.com>, relay=outlook-com.olc.protection.outlook.com[52.101.42.9]:25, "
+    "delay=1.1, delays=0.1/0/0.6/0.4, dsn=5.7.1, status=bounced (host outlook-com.olc.protection.outlook.com"
+    "[52.101.42.9] said: 550 5.7.1 Unfortunately, messages from [198.51.100.72] weren't sent. Please contact "
+    "your Internet service provider since part of their network is on our block list (S3150). You can also "
+    "refer your provider to http://mail.live.com/mail/troubleshooting.aspx#errors. "
+    "[AM4PEPF00027A6C.eurprd04.prod.outlook.com 2026-11-27T20:30:01.000Z 08DCF1234] (in reply to MAIL FROM "
+    "command))"
+)
+YAHOO_421 = (
+    "4QzYJ17pqrz: to=<fay@yahoo.com>, relay=mta6.am0.yahoodns.net[67.195.204.77]:25, delay=2.3, "
+    "delays=0.1/0/2.2/0, dsn=4.7.0, status=deferred (host mta6.am0.yahoodns.net[67.195.204.77] said: 421 4.7.0 "
+    "[TSS04] Messages from 198.51.100.72 temporarily deferred due to unexpected volume or user complaints - "
+    "4.16.55.1; see https://postmaster.yahooinc.com/error-codes (in reply to MAIL FROM command))"
+)
+
+
+def test_reply_of_a_multi_line_gmail_421() -> None:
+    r = maillog.parse_reply("postfix/sf_198_51_100_72_gmail/smtp", GMAIL_421, 5.0)
+    assert r == maillog.Reply(
+        time=5.0, queue_id="4QzYJ15jklz", transport="sf_198_51_100_72_gmail", ip="198.51.100.72", klass="gmail",
+        recipient="Dan@Gmail.com", recipient_domain="gmail.com", status="deferred", dsn="4.7.28", code=421,
+        enhanced="4.7.28", text=GMAIL_421[GMAIL_421.index("421-4.7.28 [") : GMAIL_421.index(" (in reply")],
+        command="RCPT TO",
+    )
+    assert r.text.startswith("421-4.7.28 [198.51.100.72      15] Our system has detected an unusual rate of")
+    assert r.text.endswith("Senders Guidelines. d2e1a72fcca58-70b- gsmtp")
+
+
+def test_replies_with_parentheses_and_brackets_in_the_text() -> None:
+    r = maillog.parse_reply(IDENT, OUTLOOK_550, 6.0)
+    assert r is not None and (r.status, r.code, r.enhanced, r.command, r.klass) == (
+        "bounced", 550, "5.7.1", "MAIL FROM", "other")
+    assert "(S3150)" in r.text and r.text.endswith("08DCF1234]")
+    y = maillog.parse_reply("postfix/sf_20010db8005f00000000000000000042_yahoo/smtp", YAHOO_421, 7.0)
+    assert y is not None and (y.ip, y.klass, y.code, y.enhanced) == ("2001:db8:5f::42", "yahoo", 421, "4.7.0")
+    assert y.text.startswith("421 4.7.0 [TSS04] Messages from 198.51.100.72 temporarily deferred")
+    assert y.text.endswith("error-codes")
+    b = maillog.parse_reply(IDENT, BOUNCED, 3.0)
+    assert b is not None and b.recipient == "carol@outlook.test" and b.command == "end of DATA"
+    assert b.text.startswith("550 5.7.515 Access denied, sending domain 12345678")
+
+
+def _line(dsn: str, status: str, reason: str) -> str:
+    return f"4QzYJ18stuz: to=<gus@x.test>, relay=none, delay=30, delays=0/0/30/0, dsn={dsn}, status={status} ({reason})"
+
+
+def test_replies_without_a_remote_code() -> None:
+    cases = {
+        "connect to mx.x.test[198.51.100.25]:25: Connection refused": None,
+        "connect to mx.x.test[198.51.100.25]:25: Connection timed out": None,
+        "conversation with mx.x.test[198.51.100.25] timed out while receiving the initial server greeting": None,
+        "conversation with mx.x.test[198.51.100.25] timed out while sending end of data -- message may be sent "
+        "more than once": "end of data",
+        "lost connection with mx.x.test[198.51.100.25] while sending RCPT TO": "RCPT TO",
+        "delivery temporarily suspended: connect to mx.x.test[198.51.100.25]:25: Connection refused": None,
+        "Host or domain name not found. Name service error for name=x.test type=MX: Host not found, try again":
+            None,
+    }
+    for reason, command in cases.items():
+        r = maillog.parse_reply(IDENT, _line("4.4.1", "deferred", reason), 8.0)
+        assert r is not None and r.code is None and r.enhanced == "4.4.1", reason
+        assert r.text == reason and r.command == command, reason
+
+
+def test_reply_codes_without_an_enhanced_code_and_greetings() -> None:
+    r = maillog.parse_reply(IDENT, _line("5.0.0", "bounced", "host mx[198.51.100.25] said: 554 Transaction failed "
+                                         "(in reply to end of DATA command)"), 9.0)
+    assert r is not None and (r.code, r.enhanced, r.text) == (554, "5.0.0", "554 Transaction failed")
+    g = maillog.parse_reply(IDENT, _line("4.7.0", "deferred", "delivery temporarily suspended: host mx[198.51.100.25] "
+                                         "refused to talk to me: 421 4.7.0 Try again later"), 9.0)
+    assert g is not None and (g.code, g.enhanced, g.text, g.command) == (421, "4.7.0", "421 4.7.0 Try again later",
+                                                                         None)
+    s = maillog.parse_reply(IDENT, SENT, 1.0)
+    assert s is not None and (s.status, s.code, s.enhanced) == ("sent", 250, "2.0.0")
+    assert s.text == "250 2.0.0 Ok: queued as 4QzYJ1xyz" and s.command is None
+
+
+def test_reply_only_for_sendfleet_delivery_lines() -> None:
+    assert maillog.parse_reply("postfix/smtp", DEFERRED, 1.0) is None
+    assert maillog.parse_reply("postfix/relay/smtp", DEFERRED, 1.0) is None
+    assert maillog.parse_reply("postfix/retry", DEFERRED, 1.0) is None
+    assert maillog.parse_reply("postfix/sf_198_51_100_72/qmgr", DEFERRED, 1.0) is None
+    assert maillog.parse_reply(IDENT, "4QzYJ12abcz: removed", 1.0) is None
+    assert maillog.parse_reply(IDENT, _line("5.0.0", "expired", "x"), 1.0) is None
+    assert maillog.parse_reply("x/x_198_51_100_72/smtp", DEFERRED, 1.0, prefix="x") is not None
+
+
+FRAGMENTS = [GMAIL_421, OUTLOOK_550, YAHOO_421, DEFERRED, BOUNCED, SENT, "said: ", "(in reply to ", " command)",
+             "dsn=", "status=", "to=<", "relay=", "421-4.7.28 ", "while sending ", ")", "(", " ", "\n", "\x00"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(st.text(max_size=40), st.sampled_from([IDENT, "postfix/sf_198_51_100_72_gmail/smtp"])),
+    st.one_of(
+        st.text(),
+        st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=12).map("".join),
+    ),
+)
+def test_parse_reply_never_raises(ident: str, message: str) -> None:
+    r = maillog.parse_reply(ident, message, 0.0)
+    assert r is None or (r.status in maillog.REPLY_STATUSES and r.text in message)

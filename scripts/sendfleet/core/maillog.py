@@ -1,8 +1,10 @@
-"""Delivery results per sending IP and per destination provider, from Postfix's log. Pure: lines in,
-counts out.
+"""Delivery results per sending IP and per destination provider, and providers' SMTP replies per (sending
+IP, provider class), from Postfix's log. Pure: lines in, counts and replies out.
 
-Each per-IP transport of the postfix role logs under its own syslog name
-(`-o syslog_name=postfix/sf_198_51_100_72`), so a delivery line names the IP that carried it:
+Each transport of the postfix role logs under its own syslog name: the per-IP transport
+(`-o syslog_name=postfix/sf_198_51_100_72`, class `other`) and one per IP and provider class
+(`postfix/sf_198_51_100_72_gmail`; sendfleet.core.poolmap.split_transport reads both back), so a delivery
+line names the IP and the class that carried it:
 
     postfix/sf_198_51_100_72/smtp[812]: 4Q2...: to=<a@gmail.com>, relay=...[...]:25, delay=0.2, ...,
         dsn=4.7.0, status=deferred (host mx[...] said: 421 4.7.0 rate limited (in reply to RCPT TO command))
@@ -13,12 +15,14 @@ delivery) carry no sending IP and are not counted per IP. One line = one recipie
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from sendfleet.core import poolmap
 
 STATUSES = ("sent", "deferred", "bounced")
 
@@ -31,7 +35,12 @@ _FILE_LINE = re.compile(
     r"^(?P<ts>\S+(?: +\d+ [\d:]+)?) (?P<host>\S+) (?P<ident>[^\[: ]+)(?:\[\d+\])?: (?P<msg>.*)$"
 )
 _SMTP_REPLY = re.compile(r"said: (?P<reply>\d{3}(?:[ -]\d\.\d{1,3}\.\d{1,3})?[^(]*)")
-_CODE = re.compile(r"\b([245]\d\d)\b(?:[ -]([245]\.\d{1,3}\.\d{1,3}))?")
+# the remote server's own words in a status text: 'host mx[ip] said: 421 ...' or, for a greeting,
+# 'host mx[ip] refused to talk to me: 554 ...' (possibly after 'delivery temporarily suspended: ')
+_REMOTE = re.compile(r"\bhost \S+ (?:said|refused to talk to me): ")
+_IN_REPLY = re.compile(r" \(in reply to (?P<cmd>[^()]*) command\)$")
+_WHILE = re.compile(r" while sending (?P<cmd>MAIL FROM|RCPT TO|DATA|end of data|message body)\b")
+_REPLY_CODE = re.compile(r"(?P<code>[2-5]\d\d)(?:[ -](?P<enh>[2-5]\.\d{1,3}\.\d{1,3})(?![\d.]))?(?=[ -]|$)")
 _NUMBERS = re.compile(r"\b\d{4,}\b|\b[0-9a-f]{10,}\b", re.IGNORECASE)
 _ADDRESS = re.compile(r"<[^>]*>|\[[0-9a-fA-F:.]+\]")
 _MAX_REASON = 120
@@ -46,11 +55,12 @@ class Delivery:
     status: str  # sent | deferred | bounced (others, e.g. expired, are ignored by the counters)
     dsn: str
     reason: str  # normalised reply/reason for deferred and bounced ("" for sent)
+    klass: str = poolmap.OTHER_CLASS  # the provider class of the transport (`other`: the per-IP transport)
 
 
 def transport_of(ident: str) -> str | None:
-    """'postfix/sf_198_51_100_72/smtp' -> 'sf_198_51_100_72'; other idents (postfix/smtp, postfix/qmgr,
-    postfix/retry) -> None."""
+    """'postfix/sf_198_51_100_72/smtp' -> 'sf_198_51_100_72', 'postfix/sf_198_51_100_72_gmail/smtp' ->
+    'sf_198_51_100_72_gmail'; other idents (postfix/smtp, postfix/qmgr, postfix/retry) -> None."""
     parts = ident.split("/")
     if len(parts) == 3 and parts[2] in ("smtp", "lmtp"):
         return parts[1]
@@ -80,7 +90,90 @@ def parse_delivery(ident: str, message: str, time: float) -> Delivery | None:
     status = m.group("status")
     text = m.group("text") or ""
     reason = normalise_reason(text) if status != "sent" else ""
-    return Delivery(time, m.group("qid"), transport, domain, status, m.group("dsn"), reason)
+    return Delivery(time, m.group("qid"), transport, domain, status, m.group("dsn"), reason, class_of(transport))
+
+
+REPLY_STATUSES = ("deferred", "bounced", "sent")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One delivery attempt of a sendfleet transport and what the provider answered to it."""
+
+    time: float  # Unix seconds
+    queue_id: str
+    transport: str  # sf_198_51_100_72_gmail
+    ip: str  # the sending IP the transport is bound to
+    klass: str  # the provider class of the transport ('other': the per-IP transport)
+    recipient: str
+    recipient_domain: str  # lower case
+    status: str  # deferred | bounced | sent
+    dsn: str  # Postfix's status code, e.g. 4.7.28
+    code: int | None  # the remote SMTP reply code (421); None when no server replied (connect failed, timeout)
+    enhanced: str | None  # the enhanced status code of the reply text, else the dsn
+    text: str  # the remote reply whole as Postfix logs it (code included, the lines of a multi-line reply
+    # joined by spaces, each with its code), else Postfix's own reason ('connect to mx[...]:25: Connection refused')
+    command: str | None  # the SMTP command answered ('RCPT TO', 'end of DATA', 'MAIL FROM'), or being sent
+    # when the connection was lost or timed out; None when unknown
+
+
+@functools.lru_cache(maxsize=4096)
+def _path(transport: str, prefix: str) -> tuple[str, str] | None:
+    return poolmap.split_transport(transport, prefix)
+
+
+def parse_reply(ident: str, message: str, time: float, prefix: str = "sf") -> Reply | None:
+    """A delivery line of a sendfleet transport (`<prefix>_<slug>` or `<prefix>_<slug>_<class>`) -> the reply,
+    for status deferred, bounced or sent; None for any other line (other services, other messages of the
+    transport, other statuses). Never raises."""
+    parts = ident.split("/")
+    if len(parts) != 3 or parts[2] not in ("smtp", "lmtp"):
+        return None
+    transport = parts[1]
+    path = _path(transport, prefix)
+    if path is None:
+        return None
+    m = _DELIVERY.match(message)
+    if m is None or m.group("status") not in REPLY_STATUSES:
+        return None
+    rcpt = m.group("rcpt")
+    dsn = m.group("dsn")
+    status = m.group("status")
+    reason = m.group("text") or ""
+    code: int | None = None
+    enhanced: str | None = None
+    command: str | None = None
+    remote = _REMOTE.search(reason)
+    # the server's reply after 'host ... said: '; else the reason itself, which for 'sent' is the reply
+    # ('250 2.0.0 Ok: queued as ...') and otherwise Postfix's own words (no code)
+    text = reason[remote.end() :] if remote is not None else reason
+    tail = _IN_REPLY.search(text)
+    if tail is not None:
+        command = tail.group("cmd")
+        text = text[: tail.start()]
+    else:
+        sending = _WHILE.search(text)
+        if sending is not None:
+            command = sending.group("cmd")
+    cm = _REPLY_CODE.match(text)
+    if cm is not None:
+        code = int(cm.group("code"))
+        enhanced = cm.group("enh")
+    return Reply(
+        time=time,
+        queue_id=m.group("qid"),
+        transport=transport,
+        ip=path[0],
+        klass=path[1],
+        recipient=rcpt,
+        recipient_domain=rcpt.rsplit("@", 1)[1].lower() if "@" in rcpt else "",
+        status=status,
+        dsn=dsn,
+        code=code,
+        enhanced=enhanced or dsn,
+        text=text,
+        command=command,
+    )
 
 
 _MONTHS = {
@@ -125,8 +218,9 @@ def hour_key(time: float) -> str:
 class DeliveryBook:
     """Counters per (ip, provider, status) in total and per hour, and reasons per (ip, provider, status).
 
-    `ips`: transport -> IP. A transport the book does not know (an IP since removed) is counted under the
-    IP its name encodes when it can be read back, else under the transport name."""
+    `ips`: transport -> IP (the per-IP transports). A class transport (`sf_<slug>_gmail`) counts under the
+    IP of its per-IP transport. A transport the book does not know (an IP since removed) is counted under
+    the IP its name encodes when it can be read back, else under the transport name."""
 
     ips: Mapping[str, str]
     providers: Mapping[str, Iterable[str]]
@@ -138,6 +232,9 @@ class DeliveryBook:
     def ip_of(self, transport: str) -> str:
         if transport in self.ips:
             return self.ips[transport]
+        base = base_transport(transport)
+        if base is not None and base in self.ips:
+            return self.ips[base]
         return ip_from_transport(transport) or transport
 
     def add(self, d: Delivery) -> None:
@@ -197,15 +294,33 @@ class DeliveryBook:
         self.last_sent = {str(k): float(v) for k, v in (data.get("last_sent") or {}).items()}
 
 
+def _split(transport: str) -> tuple[str, str] | None:
+    """(IP, class) of a sendfleet transport of any prefix (the text before the first '_')."""
+    prefix, sep, _ = transport.partition("_")
+    return poolmap.split_transport(transport, prefix) if sep else None
+
+
 def ip_from_transport(transport: str) -> str | None:
-    """'sf_198_51_100_72' -> '198.51.100.72'; 'sf_20010db8...' (32 hex digits) -> the IPv6 address."""
-    _, _, slug = transport.partition("_")
-    parts = slug.split("_")
-    if len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts):
-        return ".".join(parts)
-    if re.fullmatch(r"[0-9a-f]{32}", slug):
-        return str(ipaddress.IPv6Address(int(slug, 16)))
-    return None
+    """'sf_198_51_100_72' -> '198.51.100.72'; 'sf_20010db8...' (32 hex digits) -> the IPv6 address; a class
+    transport ('sf_198_51_100_72_gmail') -> the IP it sends from."""
+    split = _split(transport)
+    return split[0] if split else None
+
+
+def class_of(transport: str) -> str:
+    """The provider class a transport carries: 'gmail' for 'sf_198_51_100_72_gmail', 'other' for the per-IP
+    transport and for any name that is not a sendfleet transport."""
+    split = _split(transport)
+    return split[1] if split else poolmap.OTHER_CLASS
+
+
+def base_transport(transport: str) -> str | None:
+    """The per-IP transport of a class transport ('sf_198_51_100_72_gmail' -> 'sf_198_51_100_72'); the
+    per-IP transport itself; None for a name that is not a sendfleet transport."""
+    split = _split(transport)
+    if split is None:
+        return None
+    return poolmap.transport_name(split[0], transport.partition("_")[0])
 
 
 @dataclass(frozen=True)
