@@ -371,6 +371,7 @@ def match_rule(rules: Sequence[Rule], code: int | None, enhanced: str | None, te
 NORMAL = "normal"
 THROTTLED = "throttled"
 SUSPENDED = "suspended"
+_STATUS_OF = {"throttle": THROTTLED, "suspend": SUSPENDED}  # the status a rule's action sets
 
 
 @dataclass(frozen=True)
@@ -460,7 +461,7 @@ def react(
     if old.active(now) and old.status == SUSPENDED and rule.action == "throttle":
         # a suspension in force is not weakened by a throttle
         return out, Event("hold", ip, klass, "already suspended", rule.name, short, old.until)
-    if old.active(now) and old.status == rule.action + "d" and old.rule == rule.name:
+    if old.active(now) and old.status == _STATUS_OF[rule.action] and old.rule == rule.name:
         # the same rule again while in force: the path already does what it says; the duration runs from its start
         return out, Event("hold", ip, klass, f"already {old.status} by {rule.name}", rule.name, short, old.until)
     if rule.action == "suspend":
