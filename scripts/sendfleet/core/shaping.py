@@ -492,8 +492,8 @@ def operator_set(
     until = None if seconds is None else now + seconds
     out[k] = PathState(ip, klass, status, until, now, None, None, dict(limits or {}), "operator", False)
     span = "until resumed" if seconds is None else f"for {format_duration(seconds)}"
-    return out, Event(status[:-2] if status.endswith("ed") else status, ip, klass, f"by the operator {span}",
-                      None, None, until)
+    kind = next((a for a, st in _STATUS_OF.items() if st == status), status)
+    return out, Event(kind, ip, klass, f"by the operator {span}", None, None, until)
 
 
 def expire(states: Mapping[str, PathState], now: float) -> tuple[dict[str, PathState], list[Event]]:
