@@ -269,7 +269,7 @@ def parse_classes(raw: Any, where: str = "provider_classes", rules: Any = None,
     for i, r in enumerate(rules or ()):
         rw = f"{rules_where}[{i}]"
         klass = r.get("class") if isinstance(r, Mapping) else None
-        if klass not in raw or raw.get(klass) is None:
+        if not isinstance(klass, str) or klass not in raw or raw.get(klass) is None:
             known = ", ".join(sorted(str(n) for n in raw if raw[n] is not None))
             raise ShapingError(f"{rw}.class: unknown provider class {klass!r} (known: {known})")
         extra.setdefault(str(klass), []).append(_rule(r, rw, with_class=True))
