@@ -12,7 +12,6 @@ agent and `sendfleet warmup plan` call the same functions).
 - ``sending_ips | sf_pools_in_service`` -> the pools with a positive total weight (0 = drained).
 - ``sending_ips | sf_pool_maps(prefix)`` -> the sender_dependent_default_transport_maps entries, one per pool.
 - ``entry | sf_transport_params(prefix, limits)`` -> {parameter: value} of the entry's transport limits in main.cf.
-- ``limits | sf_strictest_limits(providers)`` -> the strictest of the defaults and every provider's limits.
 - ``value | sf_seconds``     -> a Postfix time value (``2m``) in seconds.
 - ``values | sf_duplicates`` -> the entries occurring more than once.
 - ``ips | sf_in_networks(nets)`` -> the addresses of ``ips`` contained in one of ``nets``.
@@ -115,29 +114,6 @@ def sf_transport_params(entry: Any, prefix: str, limits: Any) -> dict[str, str]:
     return poolmap.transport_params(poolmap.transport_name(entry["ip"], prefix), entry.get("limits") or {}, limits)
 
 
-_LIMIT_DEFAULTS: dict[str, Any] = {
-    "concurrency_limit": 20, "initial_concurrency": 2, "rate_delay": "0s", "recipient_limit": 50,
-    "messages_per_connection": 100,
-}
-
-
-def sf_strictest_limits(defaults: Any, providers: Any) -> dict[str, Any]:
-    """The strictest of ``defaults`` and every provider's values: the smallest counts, the longest rate delay."""
-    merged = {**_LIMIT_DEFAULTS, **(defaults or {})}
-    out: dict[str, Any] = {k: int(merged[k]) for k in ("concurrency_limit", "recipient_limit",
-                                                       "messages_per_connection")}
-    delays = [sf_seconds(merged["rate_delay"])]
-    for provider in (providers or {}).values():
-        for key in out:
-            if key in provider:
-                out[key] = min(out[key], int(provider[key]))
-        if "rate_delay" in provider:
-            delays.append(sf_seconds(provider["rate_delay"]))
-    out["rate_delay"] = f"{max(delays)}s"
-    out["initial_concurrency"] = int(merged["initial_concurrency"])
-    return out
-
-
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -153,6 +129,5 @@ class FilterModule:
             "sf_pool_maps": sf_pool_maps,
             "sf_pools_in_service": sf_pools_in_service,
             "sf_transport_params": sf_transport_params,
-            "sf_strictest_limits": sf_strictest_limits,
             "sf_in_networks": sf_in_networks,
         }

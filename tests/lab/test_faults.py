@@ -498,7 +498,7 @@ def test_argument_specs_refuse_bad_variables_before_any_change(converged: LabHan
     before = digests(lab, FAULT_HOST)
     assert "/etc/postfix/main.cf" in before, f"{FAULT_HOST} not converged"
     cases = [
-        ("wrong type", {"postfix_transport_limits": "fast"}, "postfix_transport_limits"),
+        ("wrong type", {"postfix_recipient_limit": "fast"}, "postfix_recipient_limit"),
         ("wrong type", {"opendkim_key_bits": "lots"}, "opendkim_key_bits"),
         ("unknown pool", {"sender_domains": {SENDER_DOMAIN: {"pool": "nosuchpool", "selectors": ["s2026a"]}}},
          "nosuchpool"),

@@ -55,11 +55,3 @@ def test_pool_maps_list_each_transport_weight_times(entries: list[tuple[int, str
                 assert members.count(f"sf_198_51_100_{octet}") == expected
 
 
-def test_strictest_limits() -> None:
-    providers = {"gmail": {"domains": ["gmail.com"], "concurrency_limit": 5, "messages_per_connection": 50},
-                 "slow": {"domains": ["slow.example"], "rate_delay": "2m", "recipient_limit": 10}}
-    assert net.sf_strictest_limits({"concurrency_limit": 10, "rate_delay": "1s"}, providers) == {
-        "concurrency_limit": 5, "recipient_limit": 10, "messages_per_connection": 50, "rate_delay": "120s",
-        "initial_concurrency": 2,
-    }
-    assert net.sf_strictest_limits({}, {})["concurrency_limit"] == 20

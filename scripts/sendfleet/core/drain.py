@@ -203,3 +203,27 @@ def _one(
 
 def drained_ips(states: Mapping[str, IpState]) -> set[str]:
     return {ip for ip, s in states.items() if s.status == DRAINED}
+
+
+def listed_by(
+    previous: Mapping[str, IpState],
+    members: Sequence[tuple[str, str]],
+    ip: str,
+    evidence: Sequence[Mapping[str, Any]],
+    settings: DrainSettings,
+    now: str,
+) -> Transition:
+    """A listing learnt outside a check (a receiver's reply quoting a blocklist): `ip` is judged listed on
+    `evidence` by the same rules as a check (auto_drain, the last in-service IP of its pool); every other IP keeps
+    its state. A drained IP comes back by the checks' restore rule (`restore_after` clean checks)."""
+    out = Transition(states=dict(previous))
+    pool = next((p for i, p in members if i == ip), None)
+    if pool is None:
+        return out
+    in_service = {i for i, p in members if p == pool and (previous.get(i) is None or previous[i].status == IN_SERVICE)}
+    old = replace(previous.get(ip) or IpState(ip, pool, since=now), pool=pool)
+    new, action = _one(old, Verdict(ip, LISTED, tuple(evidence)), settings, now, in_service)
+    out.states[ip] = new
+    if action is not None:
+        out.actions.append(action)
+    return out

@@ -49,6 +49,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from sendfleet.core import shaping
 from sendfleet.core.dmarc import POLICIES
 from sendfleet.errors import InventoryError, UsageError
 
@@ -62,7 +63,7 @@ VARIABLES = (
     "pools", "sender_domains", "vetted_ips", "app_networks", "admin_networks", "dns_zones", "dns_update_server",
     "dns_update_port", "dns_tsig_key_name", "dns_tsig_algorithm", "dns_tsig_secret", "dns_resolver",
     "dns_resolver_port", "dns_ttl", "rdns_gate", "dkim_keys_dir", "sending_ips", "host_domain",
-    "sending_ips_require_vetted", "postfix_sasl",
+    "sending_ips_require_vetted", "postfix_sasl", "provider_classes", "shaping_rules",
 )
 
 DEFAULT_TTL = 3600
@@ -247,6 +248,8 @@ class Inventory:
     admin_networks: tuple[IPNetwork, ...] = ()
     vetted_ips: Mapping[str, tuple[VettedIp, ...]] = field(default_factory=dict)
     vars: Mapping[str, Any] = field(default_factory=dict)  # merged global (`all`) variables
+    # provider classes: the shipped default with the inventory's `provider_classes` over it (sendfleet.core.shaping)
+    classes: Mapping[str, shaping.ProviderClass] = field(default_factory=dict)
 
     def sending_ips(self) -> list[SendingIp]:
         """Every sending IP of every host, in host order then inventory order."""
@@ -861,6 +864,7 @@ def _build(
         )
 
     return Inventory(
+        classes=problems.check(_classes, v, default={}),
         path=path,
         hosts=built_hosts,
         pools=pools,
@@ -877,6 +881,21 @@ def _build(
         vetted_ips=vetted,
         vars=dict(v.values),
     )
+
+
+def _classes(v: _Vars) -> dict[str, shaping.ProviderClass]:
+    """The provider classes and their rules: the shipped default with `provider_classes` merged over it."""
+    override = v.get("provider_classes")
+    if override is not None and not isinstance(override, Mapping):
+        raise UsageError(f"{v.where('provider_classes')}: provider_classes: expected a mapping of class name -> "
+                         f"class, got {_kind(override)}")
+    where = f"{v.where('provider_classes')}: provider_classes" if override is not None else "provider_classes"
+    rules_where = f"{v.where('shaping_rules')}: shaping_rules"
+    try:
+        return shaping.parse_classes(shaping.merge(shaping.default_data(), override), where,
+                                     v.get("shaping_rules"), rules_where)
+    except shaping.ShapingError as err:
+        raise UsageError(str(err)) from None
 
 
 def zone_for(name: str, zones: Sequence[str]) -> str | None:

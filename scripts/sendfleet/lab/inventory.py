@@ -85,9 +85,36 @@ def write_inventory(cfg: LabConfig, lab_key: Path, tsig_secret: str) -> None:
         "dns_zones": cfg.authoritative_zones,
     }
     yamlfile.write_atomic(inv / "group_vars/all/dns_update.yml", HEADER + yamlfile.dumps(update_vars), mode=0o600)
+    yamlfile.write_atomic(inv / "group_vars/all/shaping.yml", HEADER + SHAPING_TEXT)
     pools = inv / "group_vars/all/pools.yml"
     if not pools.exists():
         yamlfile.write_atomic(pools, pools_text(cfg))
+
+
+# The lab's providers answer from MX hosts under their lab zones (mx1.l.gmail.test ...); small limits so that a test
+# sees them in force; lab rules with short durations so that a test sees a path resume by itself (matched before
+# the shipped rules of the class, which stay as they are).
+SHAPING_TEXT = """provider_classes:
+  gmail:
+    mx_suffixes: [gmail.test]
+    limits: {connections: 2, messages_per_connection: 20}
+  yahoo:
+    mx_suffixes: [yahoo.test]
+    limits: {connections: 3, messages_per_connection: 20}
+  outlook:
+    mx_suffixes: [outlook.test]
+    limits: {connections: 3, messages_per_connection: 50}
+  other:
+    limits: {connections: 6, messages_per_connection: 100}
+shaping_rules:
+  - class: gmail
+    name: lab-gmail-unusual-rate
+    code: 421
+    enhanced: 4.7.28
+    action: suspend
+    duration: 90s
+    source: the lab (the shipped gmail rule for this reply, with a duration a test can wait for)
+"""
 
 
 def pools_text(cfg: LabConfig) -> str:

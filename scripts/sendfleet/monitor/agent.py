@@ -30,6 +30,7 @@ from sendfleet.core.resolvers import Resolver, parse_resolver
 from sendfleet.core.verdicts import Outcome, ZoneStatus
 from sendfleet.core.zones import ZonesConfig, parse_zones
 from sendfleet.errors import CannotCheckError, SendfleetError, UsageError
+from sendfleet.monitor import follow
 
 STATE_VERSION = 1
 MAX_EVENTS = 200
@@ -440,6 +441,36 @@ def cmd_check(cfg: Config) -> int:
     return 0
 
 
+def drain_on_reply(cfg: Config, ip: str, evidence: Mapping[str, Any]) -> None:
+    """Drain `ip` because a receiver's reply quoted a blocklist (the shaper calls this): the check's rules apply
+    (auto_drain, never the last in-service IP of its pool unless drain_last), and its restore rule brings the IP
+    back after `restore_after` clean checks."""
+    with locked(cfg.lock_file):
+        state: dict[str, Any] = read_json(cfg.state_file, {})
+        previous = {i: drain.IpState.from_dict(s) for i, s in (state.get("ips") or {}).items()}
+        now = now_iso()
+        result = drain.listed_by(previous, cfg.pairs, ip, [evidence], cfg.settings, now)
+        state["ips"] = {i: s.as_dict() for i, s in result.states.items()}
+        state.setdefault("version", STATE_VERSION)
+        events: list[dict[str, Any]] = list(state.get("events") or [])
+        for action in result.actions:
+            level = {"drain": 4, "blocked": 3, "listed_no_drain": 4}.get(action.kind, 6)
+            log(action.message(), level)
+            events.append({"time": now, **action.as_dict()})
+        state["events"] = events[-MAX_EVENTS:]
+        error: SendfleetError | None = None
+        try:
+            sync_selection(cfg, state)
+        except SendfleetError as err:
+            error = err
+            log(f"postfix not changed: {err}", 3)
+        write_atomic(cfg.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        write_atomic(cfg.textfile_dir / "sendfleet_monitor.prom", monitor_metrics(cfg, state))
+        write_fact(cfg, state)
+        if error is not None:
+            raise error
+
+
 def write_fact(cfg: Config, state: Mapping[str, Any]) -> None:
     """Ansible local fact (ansible_local.sendfleet_monitor): the drained IPs and the warm-up restarts, for the
     postfix role (sf_apply_drained, sf_warmup_plan)."""
@@ -477,31 +508,6 @@ def cmd_apply(cfg: Config, dry_run: bool) -> int:
 # -------------------------------------------------------------------------------------------- delivery
 
 
-def _journal_lines(cursor: str | None, since_ts: float) -> Iterator[tuple[float, str, str, str]]:
-    argv = ["journalctl", "-o", "json", "--no-pager", "SYSLOG_FACILITY=2"]
-    if cursor:
-        argv += ["--after-cursor", cursor]
-    else:
-        argv += ["--since", datetime.fromtimestamp(since_ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        msg = entry.get("MESSAGE")
-        if isinstance(msg, list):
-            msg = bytes(msg).decode("utf-8", "replace")
-        ident = entry.get("SYSLOG_IDENTIFIER") or ""
-        ts = int(entry.get("__REALTIME_TIMESTAMP", "0")) / 1e6
-        yield ts, str(ident), str(msg or ""), str(entry.get("__CURSOR", ""))
-    proc.wait()
-    if proc.returncode not in (0, 1):
-        err = proc.stderr.read() if proc.stderr else ""
-        raise CannotCheckError(f"journalctl failed: {err.strip()}")
-
-
 def log_source(cfg: Config) -> str:
     if cfg.log_source != "auto":
         return cfg.log_source
@@ -522,43 +528,13 @@ def cmd_delivery(cfg: Config) -> int:
     source = log_source(cfg)
     now = time.time()
     count = 0
-    if source == "journal":
-        cursor = position.get("cursor") if position.get("source") == "journal" else None
-        since = now - cfg.keep_hours * 3600
-        last_cursor = cursor
-        for ts, ident, msg, cur in _journal_lines(cursor, since):
-            last_cursor = cur or last_cursor
-            d = maillog.parse_delivery(ident, msg, ts)
-            if d is not None:
-                book.add(d)
-                count += 1
-        position = {"source": "journal", "cursor": last_cursor}
-    else:
-        path = Path(source)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            st = None
-        offset = int(position.get("offset", 0)) if position.get("source") == source else 0
-        if st is not None:
-            if position.get("inode") != st.st_ino or st.st_size < offset:
-                offset = 0
-            year = datetime.now(UTC).year
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                handle.seek(offset)
-                while True:
-                    line = handle.readline()
-                    if not line.endswith("\n"):
-                        break  # a partial last line is read next time
-                    offset += len(line.encode("utf-8", "replace"))
-                    parsed = maillog.parse_file_line(line, year)
-                    if parsed is None:
-                        continue
-                    d = maillog.parse_delivery(parsed[1], parsed[2], parsed[0])
-                    if d is not None:
-                        book.add(d)
-                        count += 1
-            position = {"source": source, "inode": st.st_ino, "offset": offset}
+    follower = follow.Follower(source, position, since=now - cfg.keep_hours * 3600, follow=False)
+    for ts, ident, msg in follower.lines():
+        d = maillog.parse_delivery(ident, msg, ts)
+        if d is not None:
+            book.add(d)
+            count += 1
+    position = follower.position
     book.prune(cfg.keep_hours, now)
     read_until = time.time()  # every log line written before this was read
     out = book.as_dict(reasons_limit=max(cfg.reasons_top * 5, 50))
@@ -582,13 +558,47 @@ def cmd_status(cfg: Config) -> int:
 # ---------------------------------------------------------------------------------------------- main
 
 
+def cmd_shaping(args: argparse.Namespace) -> int:
+    """Ask the running shaper (its control socket): status, or an operator's suspend/resume/throttle."""
+    from sendfleet.monitor import shaper
+
+    data = json.loads(args.config.read_text(encoding="utf-8"))
+    sock = Path((data.get("shaping") or {}).get("control_socket", "/run/sendfleet/shaper.sock"))
+    action = args.action or "status"
+    request: dict[str, Any] = {"command": action}
+    if action != "status":
+        if not args.ip or not args.klass:
+            raise UsageError(f"shaping {action}: --ip and --class are required")
+        request.update({"ip": args.ip, "class": args.klass, "seconds": args.seconds})
+    try:
+        out = shaper.control(sock, request)
+    except OSError as err:
+        raise CannotCheckError(f"the shaper is not answering on {sock}: {err} (systemctl status sendfleet-shaper)") \
+            from None
+    print(json.dumps(out, sort_keys=True))
+    if not out.get("ok"):
+        raise UsageError(str(out.get("error")))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sendfleet.monitor", description=__doc__)
-    parser.add_argument("command", choices=("check", "apply", "delivery", "status"))
+    parser.add_argument("command", choices=("check", "apply", "delivery", "status", "shaper", "shaping"))
+    parser.add_argument("action", nargs="?", choices=("status", "suspend", "resume", "throttle"),
+                        help="shaping: what to ask the running shaper")
     parser.add_argument("--config", type=Path, default=Path("/etc/sendfleet/monitor/config.json"))
     parser.add_argument("--dry-run", action="store_true", help="apply: only say what would change")
+    parser.add_argument("--ip", help="shaping suspend|resume|throttle: the sending IP")
+    parser.add_argument("--class", dest="klass", help="shaping suspend|resume|throttle: the provider class")
+    parser.add_argument("--seconds", type=float, help="shaping suspend|throttle: for how long (default: until resumed)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "shaper":
+            from sendfleet.monitor import shaper
+
+            return shaper.serve(args.config)
+        if args.command == "shaping":
+            return cmd_shaping(args)
         cfg = load_config(args.config)
         if args.command == "check":
             return cmd_check(cfg)
