@@ -263,7 +263,7 @@ def parse_classes(raw: Any, where: str = "provider_classes", rules: Any = None,
     ShapingError naming the key of the first problem."""
     if not isinstance(raw, Mapping):
         raise ShapingError(f"{where}: expected a mapping of class name -> class, got {type(raw).__name__}")
-    extra: dict[str, list[Rule]] = {}
+    extra: dict[str, list[tuple[Rule, str]]] = {}  # class -> (rule, its key)
     if rules is not None and not isinstance(rules, list | tuple):
         raise ShapingError(f"{rules_where}: expected a list of rules, each with its class, got {rules!r}")
     for i, r in enumerate(rules or ()):
@@ -272,7 +272,7 @@ def parse_classes(raw: Any, where: str = "provider_classes", rules: Any = None,
         if not isinstance(klass, str) or klass not in raw or raw.get(klass) is None:
             known = ", ".join(sorted(str(n) for n in raw if raw[n] is not None))
             raise ShapingError(f"{rw}.class: unknown provider class {klass!r} (known: {known})")
-        extra.setdefault(str(klass), []).append(_rule(r, rw, with_class=True))
+        extra.setdefault(str(klass), []).append((_rule(r, rw, with_class=True), rw))
     if OTHER not in raw or not isinstance(raw[OTHER], Mapping):
         raise ShapingError(f"{where}.{OTHER}: required (the limits and rules of every destination no class claims)")
     other_limits = _limits(raw[OTHER].get("limits", {}), f"{where}.{OTHER}.limits", None)
@@ -304,12 +304,14 @@ def parse_classes(raw: Any, where: str = "provider_classes", rules: Any = None,
         rules_raw = spec.get("rules") or []
         if not isinstance(rules_raw, list | tuple):
             raise ShapingError(f"{w}.rules: expected a list of rules, got {rules_raw!r}")
-        rules = tuple(_rule(r, f"{w}.rules[{i}]") for i, r in enumerate(rules_raw))
-        rules = tuple(extra.get(name, ())) + rules
-        names = [r.name for r in rules]
-        for i, n in enumerate(names):
-            if n in names[:i]:
-                raise ShapingError(f"{w}.rules[{i}].name: {n} is already the name of another rule of {name}")
+        placed = [*extra.get(name, ()), *((_rule(r, f"{w}.rules[{i}]"), f"{w}.rules[{i}]")
+                                          for i, r in enumerate(rules_raw))]
+        seen: set[str] = set()
+        for rule, rw in placed:
+            if rule.name in seen:
+                raise ShapingError(f"{rw}.name: {rule.name} is already the name of another rule of {name}")
+            seen.add(rule.name)
+        rules = tuple(rule for rule, _ in placed)
         sources = spec.get("sources") or {}
         if not isinstance(sources, Mapping):
             raise ShapingError(f"{w}.sources: expected a mapping of what -> where it comes from")
