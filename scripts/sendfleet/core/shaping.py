@@ -568,7 +568,8 @@ def effective_limits(pclass: ProviderClass, state: PathState | None, now: float)
     if state is not None and state.active(now) and state.status == THROTTLED:
         for k2, v in state.limits.items():
             current = limits.get(k2)
-            limits[k2] = v if current is None or v is None else min(current, v)
+            if v is not None:  # a throttle only tightens
+                limits[k2] = v if current is None else min(current, v)
     return limits
 
 
