@@ -526,7 +526,7 @@ class Window:
         b = self._buckets.setdefault(k, {})
         b[minute] = b.get(minute, 0) + n
         if len(b) > 61:
-            for m in [m for m in b if m <= minute - 60]:
+            for m in [m for m in b if m < minute - 60]:  # minute - 60 still counts in part
                 del b[m]
 
     def count(self, k: str, now: float, seconds: int) -> int:
