@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import smtplib
 import subprocess
 import time
 import uuid
@@ -49,7 +50,30 @@ def test_resolver_has_ptr_and_forward_for_every_lab_address(lab: LabHandle) -> N
 def test_resolver_answers_lab_zones_only(lab: LabHandle) -> None:
     answer = dns.query.udp(dns.message.make_query("example.com", "A"), lab.resolver, timeout=3)
     assert answer.rcode() == dns.rcode.REFUSED
-    assert resolve(lab, "gmail.test", "MX") == ["10 sink.lab.test."]
+    assert resolve(lab, "gmail.test", "MX") == ["10 mx1.l.gmail.test."]
+
+
+def test_recipient_domains_have_provider_like_mx_hosts_on_the_sink(lab: LabHandle) -> None:
+    from sendfleet.lab.config import RECIPIENT_DOMAINS, RECIPIENT_MX
+
+    sink = lab.config.host("sink")  # type: ignore[attr-defined]
+    assert {"acme.test", "contoso.test", "smallbiz.test"} <= set(RECIPIENT_DOMAINS)
+    for domain in RECIPIENT_DOMAINS:
+        assert resolve(lab, domain, "MX") == [f"10 {RECIPIENT_MX[domain]}."], domain
+        assert resolve(lab, RECIPIENT_MX[domain], "A") == [sink.ipv4], RECIPIENT_MX[domain]
+        assert resolve(lab, RECIPIENT_MX[domain], "AAAA") == [sink.ipv6], RECIPIENT_MX[domain]
+    tag = uuid.uuid4().hex
+    rcpts = [f"rcpt-{tag[:8]}@{d}" for d in RECIPIENT_DOMAINS]
+    with smtplib.SMTP(sink.ipv4, 25, source_address=(lab.config.app_addresses[0], 0), timeout=30) as smtp:  # type: ignore[attr-defined]
+        smtp.ehlo("app1.lab.test")
+        smtp.sendmail("probe@shop.test", rcpts, f"Subject: {tag}\r\n\r\nhi\r\n")
+    deadline = time.monotonic() + 30  # the sink stores through its queue
+    while True:  # one stored copy per recipient domain (the sink's transport is per domain)
+        found = sorted(r for m in read_messages() if m.header("Subject") == tag for r in m.rcpt_to)
+        if len(found) >= len(rcpts) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert found == sorted(rcpts)
 
 
 def test_blocklists_answer_with_real_world_semantics(lab: LabHandle) -> None:
@@ -171,3 +195,4 @@ def test_tsig_signed_update_is_accepted_and_resolves(lab: LabHandle) -> None:
     cleanup = dns.update.UpdateMessage("lab.test", keyring=keyring, keyalgorithm=conf["dns_tsig_algorithm"])
     cleanup.delete(f"t-{tag[:8]}")
     dns.query.tcp(cleanup, conf["dns_update_server"], timeout=5)
+

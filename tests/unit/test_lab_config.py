@@ -9,7 +9,7 @@ import pytest
 
 from sendfleet.errors import UsageError
 from sendfleet.lab import zonedata
-from sendfleet.lab.config import LabConfig
+from sendfleet.lab.config import RECIPIENT_MX, LabConfig
 
 
 def test_default_plan_matches_design() -> None:
@@ -58,8 +58,12 @@ def test_every_host_and_service_has_forward_and_reverse_records() -> None:
         assert f"{host.name} A {host.ipv4}" in zones["lab.test"]
         assert f"{ipaddress.ip_address(host.ipv4).reverse_pointer}. PTR {host.fqdn}." in zones[cfg.reverse_zone]
         assert f"{ipaddress.ip_address(host.ipv6).reverse_pointer}. PTR {host.fqdn}." in zones[cfg.reverse_zone6]
-    for domain in ("gmail.test", "yahoo.test", "outlook.test"):
-        assert "MX 10 sink.lab.test." in zones[domain]
+    sink = cfg.host("sink")
+    for domain, mx in RECIPIENT_MX.items():  # provider-like MX names, each on the sink
+        assert f"@ MX 10 {mx}." in zones[domain]
+        assert f"{mx}. A {sink.ipv4}" in zones[zonedata.mx_zone(mx)]
+        assert f"{mx}. AAAA {sink.ipv6}" in zones[zonedata.mx_zone(mx)]
+    assert zonedata.mx_zone("contoso-test.mail.protection.outlook.test") == "outlook.test"
     for candidate in ("198.51.100.64", "198.51.100.100"):  # no PTR until `dns apply` publishes one
         assert ipaddress.ip_address(candidate).reverse_pointer not in zones[cfg.reverse_zone]
 

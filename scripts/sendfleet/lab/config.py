@@ -33,7 +33,18 @@ OFF_OUTSIDER = 40
 OFF_CANDIDATE_FIRST, OFF_CANDIDATE_LAST = 64, 127  # the /26 of candidate sending IPs
 
 SENDER_DOMAINS = ("shop.test", "news.test")
-RECIPIENT_DOMAINS = ("gmail.test", "yahoo.test", "outlook.test")
+#: Recipient domain -> its MX host (every one resolves to the sink). Provider-like names, so that a provider
+#: class matches by MX suffix: acme.test is a Google Workspace-like custom domain, contoso.test a Microsoft
+#: 365-like one, smallbiz.test belongs to no provider (class other).
+RECIPIENT_MX = {
+    "gmail.test": "mx1.l.gmail.test",
+    "yahoo.test": "mta5.am0.yahoodns.yahoo.test",
+    "outlook.test": "outlook-test.mail.protection.outlook.test",
+    "acme.test": "mx1.l.gmail.test",
+    "contoso.test": "contoso-test.mail.protection.outlook.test",
+    "smallbiz.test": "mx.smallbiz.test",
+}
+RECIPIENT_DOMAINS = tuple(RECIPIENT_MX)
 HOST_DOMAIN = "lab.test"
 BLOCKLIST_ZONES = ("zen.lab.test", "l2.lab.test", "dbl.lab.test", "origin.asn.lab.test", "asn.lab.test")
 TSIG_KEY_NAME = "sendfleet-lab"

@@ -21,6 +21,7 @@ from sendfleet.lab.config import (
     OFF_RBLDNSD,
     OFF_RESOLVER,
     RECIPIENT_DOMAINS,
+    RECIPIENT_MX,
     SENDER_DOMAINS,
     TSIG_ALGORITHM,
     TSIG_KEY_NAME,
@@ -63,8 +64,12 @@ def zone_files(cfg: LabConfig, serial: int) -> dict[str, str]:
     zones[HOST_DOMAIN] = "".join(lab)
     for domain in SENDER_DOMAINS:
         zones[domain] = _soa(domain, serial) + f"@ MX 10 sink.{HOST_DOMAIN}.\n"
+    sink = cfg.host("sink")
     for domain in RECIPIENT_DOMAINS:
-        zones[domain] = _soa(domain, serial) + f"@ MX 10 sink.{HOST_DOMAIN}.\n"
+        zones[domain] = _soa(domain, serial) + f"@ MX 10 {RECIPIENT_MX[domain]}.\n"
+    for mx in sorted(set(RECIPIENT_MX.values())):  # each MX host's address records, in the zone it belongs to
+        zone = mx_zone(mx)
+        zones[zone] += f"{mx}. A {sink.ipv4}\n{mx}. AAAA {sink.ipv6}\n"
     rev = [_soa(cfg.reverse_zone, serial)]
     rev6 = [_soa(cfg.reverse_zone6, serial)]
     named = [(f"{n}.{HOST_DOMAIN}", off) for n, off in _service_names(cfg)]
@@ -78,6 +83,14 @@ def zone_files(cfg: LabConfig, serial: int) -> dict[str, str]:
     zones[cfg.reverse_zone] = "".join(rev)
     zones[cfg.reverse_zone6] = "".join(rev6)
     return zones
+
+
+def mx_zone(mx: str) -> str:
+    """The recipient zone that holds an MX host's address records."""
+    for domain in RECIPIENT_DOMAINS:
+        if mx == domain or mx.endswith("." + domain):
+            return domain
+    raise ValueError(f"RECIPIENT_MX: {mx} is in none of the recipient zones {', '.join(RECIPIENT_DOMAINS)}")
 
 
 def knot_conf(cfg: LabConfig, run_dir: Path, tsig_secret: str) -> str:
