@@ -139,7 +139,7 @@ def leaf_commands() -> dict[tuple[str, ...], argparse.ArgumentParser]:
 LEAVES = leaf_commands()
 # Values for the required arguments of each command, so that one bad input is the only thing wrong.
 FILLERS = {"--zones": "zones.yml", "-i": "inv", "--inventory": "inv", "--pool": "transactional",
-           "--resolver": GUARD_RESOLVER}
+           "--resolver": GUARD_RESOLVER, "--ip": "198.51.100.70", "--class": "gmail"}
 POSITIONAL_FILLERS = {"target": "198.51.100.64", "host": "mta1", "entry": "198.51.100.66"}
 
 
