@@ -33,9 +33,9 @@ LIMIT_KEYS = ("connections", "messages_per_connection", "messages_per_minute", "
 CLASS_KEYS = ("description", "mx_suffixes", "limits", "warmup_share", "sources", "rules")
 RULE_KEYS = ("name", "code", "enhanced", "text", "action", "duration", "limits", "source")
 
-_CLASS_NAME = re.compile(r"^[a-z][a-z0-9]{0,15}$")
-_RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+_CLASS_NAME = re.compile(r"^[a-z][a-z0-9]{0,15}\Z")
+_RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
+_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\Z")
 _DURATION = re.compile(r"^(\d+)\s*([smhd]?)$")
 _OPTIONAL_LIMITS = ("messages_per_minute", "messages_per_hour")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -282,7 +282,8 @@ def parse_classes(raw: Any, where: str = "provider_classes", rules: Any = None,
         spec = raw[name]
         w = f"{where}.{name}"
         if not isinstance(name, str) or not _CLASS_NAME.match(name):
-            raise ShapingError(f"{w}: a class name is 1-16 lowercase letters and digits, starting with a letter")
+            raise ShapingError(f"{where}: {name!r} is not a class name (1-16 lowercase letters and digits, "
+                               "starting with a letter)")
         if not isinstance(spec, Mapping):
             raise ShapingError(f"{w}: expected a mapping ({', '.join(CLASS_KEYS)}), got {spec!r}")
         for key in spec:
