@@ -461,8 +461,9 @@ def react(
     if rule.action == "drain":
         return out, Event("drain", ip, klass, f"rule {rule.name}: drain the IP from every pool", rule.name, short)
     until = now + float(rule.duration or 0)
-    if old.active(now) and old.status == SUSPENDED and rule.action == "throttle":
-        # a suspension in force is not weakened by a throttle
+    if old.active(now) and old.status == SUSPENDED and (
+            rule.action == "throttle" or old.until is None or old.until >= until):
+        # a suspension in force is neither weakened by a throttle nor shortened by another suspension
         return out, Event("hold", ip, klass, "already suspended", rule.name, short, old.until)
     if old.active(now) and old.status == _STATUS_OF[rule.action] and old.rule == rule.name:
         # the same rule again while in force: the path already does what it says; the duration runs from its start
