@@ -196,3 +196,118 @@ def test_tsig_signed_update_is_accepted_and_resolves(lab: LabHandle) -> None:
     cleanup.delete(f"t-{tag[:8]}")
     dns.query.tcp(cleanup, conf["dns_update_server"], timeout=5)
 
+
+def _rcpt_code(sink: str, source: str, recipient: str) -> int:
+    """RCPT TO only, then QUIT (nothing is stored); a 421 hangs up, which QUIT tolerates."""
+    smtp = smtplib.SMTP(sink, 25, source_address=(source, 0), timeout=10)
+    try:
+        smtp.ehlo("app.lab.test")
+        smtp.mail("probe@shop.test")
+        return smtp.rcpt(recipient)[0]
+    finally:
+        try:
+            smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            smtp.close()
+
+
+def test_sink_reply_for_one_client_ip_and_recipient(lab: LabHandle) -> None:
+    from sendfleet.lab import control
+
+    cfg = lab.config
+    sink = cfg.host("sink").ipv4  # type: ignore[attr-defined]
+    one, other = cfg.app_addresses[0], cfg.app_addresses[1]  # type: ignore[attr-defined]
+    try:
+        control.sink_reply("gmail.test", "421 4.7.28 unusual rate", client_ip=one)
+        assert _rcpt_code(sink, one, "x@gmail.test") == 421
+        assert _rcpt_code(sink, other, "x@gmail.test") == 250
+        assert _rcpt_code(sink, one, "x@yahoo.test") == 250
+        # precedence: (client IP, address) > (client IP, domain) > address > domain
+        control.sink_reply("vip@gmail.test", "OK", client_ip=one)
+        control.sink_reply("gmail.test", "450 4.2.1 everyone", client_ip=None)
+        assert _rcpt_code(sink, one, "vip@gmail.test") == 250
+        assert _rcpt_code(sink, one, "x@gmail.test") == 421
+        assert _rcpt_code(sink, other, "x@gmail.test") == 450
+        control.sink_reply("gmail.test", None)
+        control.sink_reply("vip@gmail.test", None, client_ip=one)
+        control.sink_reply("gmail.test", None, client_ip=one)
+        assert control.sink_replies() == {}
+        assert _rcpt_code(sink, one, "x@gmail.test") == 250
+    finally:
+        for target, ip in (("gmail.test", one), ("vip@gmail.test", one), ("gmail.test", None)):
+            control.sink_reply(target, None, client_ip=ip)
+
+
+def test_sink_records_concurrent_transactions_per_client_ip_and_domain(lab: LabHandle) -> None:
+    import threading
+
+    from sendfleet.lab import control
+    from sendfleet.lab.sink import read_messages
+
+    cfg = lab.config
+    sink = cfg.host("sink").ipv4  # type: ignore[attr-defined]
+    source, bystander = cfg.app_addresses[2], cfg.app_addresses[3]  # type: ignore[attr-defined]
+    n, tag = 5, uuid.uuid4().hex
+    key = (source, "smallbiz.test")
+    all_open, release = threading.Barrier(n + 1, timeout=30), threading.Barrier(n + 1, timeout=30)
+    errors: list[BaseException] = []
+
+    def transaction(i: int) -> None:
+        try:
+            with smtplib.SMTP(sink, 25, source_address=(source, 0), timeout=30) as smtp:
+                smtp.ehlo("app.lab.test")
+                smtp.mail("conc@shop.test")
+                assert smtp.rcpt(f"user{i}@smallbiz.test")[0] == 250
+                assert smtp.rcpt(f"again{i}@smallbiz.test")[0] == 250  # same transaction, same domain: one
+                all_open.wait()
+                release.wait()  # held open while the test looks
+                if i % 2 == 0:  # ends at END-OF-MESSAGE; the others end when the connection closes
+                    smtp.data(f"From: conc@shop.test\r\nSubject: {tag}-{i}\r\n\r\nhi\r\n")
+        except BaseException as err:
+            errors.append(err)
+            all_open.abort()
+            release.abort()
+
+    control.sink_concurrency(reset=True)
+    control.sink_connections(reset=True)
+    threads = [threading.Thread(target=transaction, args=(i,)) for i in range(n)]
+    try:
+        for t in threads:
+            t.start()
+        all_open.wait()
+        during = control.sink_concurrency()
+        deadline = time.monotonic() + 3  # connections are sampled every 50 ms
+        while control.sink_connections().get(source, 0) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        connections = control.sink_connections()
+        # one connection, one message after another: never more than one at a time for the bystander
+        with smtplib.SMTP(sink, 25, source_address=(bystander, 0), timeout=30) as smtp:
+            smtp.ehlo("app.lab.test")
+            for i in range(3):
+                smtp.sendmail("seq@shop.test", [f"seq{i}@smallbiz.test"], f"Subject: {tag}-seq{i}\r\n\r\nhi\r\n")
+        release.wait()
+    except BaseException:
+        release.abort()  # do not keep the threads waiting for a test that failed
+        raise
+    finally:
+        for t in threads:
+            t.join(60)
+    assert not errors, errors
+    assert during.get(key) == n, during
+    assert connections.get(source) == n, connections
+    peaks = control.sink_concurrency()
+    assert peaks.get(key) == n and peaks.get((bystander, "smallbiz.test")) == 1, peaks
+    # every transaction has ended (END-OF-MESSAGE, or the connection closed: seen within 50 ms)
+    deadline = time.monotonic() + 5
+    while control.sink_concurrency(reset=True).get(key, 0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert control.sink_concurrency().get(key, 0) == 0
+    expected = sorted([f"{tag}-{i}" for i in range(0, n, 2)] + [f"{tag}-seq{i}" for i in range(3)])
+    deadline = time.monotonic() + 30  # the sink stores through its queue
+    while True:
+        stored = sorted(str(m.header("Subject")) for m in read_messages()
+                        if (m.header("Subject") or "").startswith(tag))
+        if len(stored) >= len(expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert stored == expected

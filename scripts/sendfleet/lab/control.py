@@ -1,18 +1,20 @@
 """Changing the lab under running tests, as the world changes under a fleet: list or unlist an address in
 the lab's blocklists (rbldnsd reloads its data within a second), or make the sink answer a recipient domain
-with a given SMTP reply (e.g. `421 4.7.0 rate limited`)."""
+with a given SMTP reply (e.g. `421 4.7.0 rate limited`), for every client or one client IP; read how many
+transactions the sink had open at once per client IP and recipient domain."""
 
 from __future__ import annotations
 
 import ipaddress
-import subprocess
+import json
+import socket
 from pathlib import Path
 
 from sendfleet.atomicfile import write_atomic
 from sendfleet.errors import UsageError
+from sendfleet.lab import sinkpolicy
 from sendfleet.lab.config import DEFAULT_STATE_DIR, LabConfig
-from sendfleet.lab.hosts import ssh_command
-from sendfleet.lab.lab import lab_key, running_config
+from sendfleet.lab.lab import running_config
 from sendfleet.lab.system import LabError
 
 # zone -> (dataset file for IPv4 entries, for IPv6 entries, for domain entries)
@@ -63,50 +65,67 @@ def unlist_entry(zone: str, entry: str, state_dir: Path = DEFAULT_STATE_DIR) -> 
     return kept != lines
 
 
+def sink_reply(target: str, action: str | None, client_ip: str | None = None,
+               state_dir: Path = DEFAULT_STATE_DIR) -> None:
+    """Make the sink answer RCPT TO for `target` (a recipient domain or address) with `action`, an SMTP reply
+    such as '421 4.7.28 unusual rate' or any access(5) action; None removes it. With `client_ip`, only
+    connections from that address get it. Precedence: (client IP, address) > (client IP, domain) > address >
+    domain. In force when this returns: the sink's policy service checks the table on every request."""
+    try:
+        key = (None if client_ip is None else sinkpolicy.normalise_ip(client_ip), sinkpolicy.normalise_target(target))
+        action = None if action is None else sinkpolicy.check_action(action)
+    except ValueError as err:
+        raise UsageError(f"sink reply for {target}: {err}") from None
+    path = _reply_table(_lab(state_dir))
+    table = sinkpolicy.parse_table(path.read_text())
+    if action is None:
+        table.pop(key, None)
+    else:
+        table[key] = action
+    write_atomic(path, sinkpolicy.render_table(table))
+
+
 def sink_recipient_action(domain: str, action: str | None, state_dir: Path = DEFAULT_STATE_DIR) -> None:
-    """Make the sink answer RCPT TO for `domain` with `action` (e.g. '421 4.7.0 rate limited';
-    None restores normal acceptance), then reload the sink's Postfix."""
-    cfg = _lab(state_dir)
-    sink = cfg.host("sink")
-    path = cfg.host_root(sink) / "etc/postfix/sink_recipient_access"
-    domain = domain.lower().rstrip(".")
-    lines = [ln for ln in path.read_text().splitlines() if ln.split(" ", 1)[0] != domain]
-    if action is not None:
-        lines.append(f"{domain} {action}")
-    write_atomic(path, "\n".join(lines) + "\n")
-    key = lab_key(cfg)
-    proc = subprocess.run(ssh_command(cfg, sink, key, "postfix reload"), capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        raise LabError(f"sink: postfix reload failed: {proc.stderr.strip()}")
-    first = action.split()[0] if action else "250"
-    if first.isdecimal():  # an access(5) action without a code (e.g. DEFER_IF_PERMIT) is not confirmed
-        _await_rcpt_reply(cfg, domain, int(first))
+    """Make the sink answer RCPT TO for `domain` (or one address) with `action`, for every client."""
+    sink_reply(domain, action, state_dir=state_dir)
 
 
-def _await_rcpt_reply(cfg: LabConfig, domain: str, code: int, timeout: float = 20.0) -> None:
-    """Return once the sink answers RCPT TO for `domain` (or that one address) with `code`. `postfix reload` is
-    asynchronous: an smtpd started before it may still answer from the old table for a moment, so the change is
-    confirmed, not assumed (RCPT only, then QUIT: nothing is stored; after a 421 the sink hangs up, which QUIT
-    tolerates)."""
-    import smtplib
-    import time
+def sink_replies(state_dir: Path = DEFAULT_STATE_DIR) -> dict[tuple[str | None, str], str]:
+    """The replies in force: (client IP or None, domain or address) -> action."""
+    return sinkpolicy.parse_table(_reply_table(_lab(state_dir)).read_text())
 
-    deadline = time.monotonic() + timeout
-    got: object = None
-    while time.monotonic() < deadline:
-        answered = False
-        try:
-            with smtplib.SMTP(cfg.host("sink").ipv4, 25, source_address=(cfg.app_addresses[0], 0),
-                              timeout=10) as smtp:
-                smtp.ehlo("control.lab.test")
-                smtp.mail("")
-                # the access table's key: a domain, or one recipient address
-                got = smtp.rcpt(domain if "@" in domain else f"sink-control-probe@{domain}")[0]
-                answered = got == code
-        except (OSError, smtplib.SMTPException) as err:
-            if not answered:  # an error on QUIT after the awaited answer does not matter
-                got = err
-        if answered:
-            return
-        time.sleep(0.2)
-    raise LabError(f"sink: RCPT for {domain} still answers {got} after the reload, expected {code}")
+
+def _reply_table(cfg: LabConfig) -> Path:
+    return cfg.host_root(cfg.host("sink")) / sinkpolicy.REPLY_TABLE.lstrip("/")
+
+
+def _sink_control(cfg: LabConfig, request: dict[str, object]) -> object:
+    host = cfg.host("sink").ipv4
+    try:
+        with socket.create_connection((host, sinkpolicy.CONTROL_PORT), timeout=10) as sock:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            with sock.makefile("rb") as reader:
+                line = reader.readline()
+    except OSError as err:
+        raise LabError(f"sink: policy service at {host}:{sinkpolicy.CONTROL_PORT}: {err}") from None
+    if not line:
+        raise LabError(f"sink: policy service at {host}:{sinkpolicy.CONTROL_PORT} closed without answering")
+    reply = json.loads(line)
+    if not reply.get("ok"):
+        raise LabError(f"sink: policy service: {reply.get('error')}")
+    return reply["result"]
+
+
+def sink_concurrency(reset: bool = False, state_dir: Path = DEFAULT_STATE_DIR) -> dict[tuple[str, str], int]:
+    """Peak number of concurrent SMTP transactions per (client IP, recipient domain) the sink saw since the
+    last reset (what counts: docs/lab.md). With `reset`, the peaks are returned and restarted."""
+    rows = _sink_control(_lab(state_dir), {"op": "concurrency", "reset": reset})
+    assert isinstance(rows, list)
+    return {(str(ip), str(domain)): int(n) for ip, domain, n in rows}
+
+
+def sink_connections(reset: bool = False, state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, int]:
+    """Peak number of open SMTP connections per client IP since the last reset (sampled every 50 ms)."""
+    peaks = _sink_control(_lab(state_dir), {"op": "connections", "reset": reset})
+    assert isinstance(peaks, dict)
+    return {str(ip): int(n) for ip, n in peaks.items()}

@@ -12,7 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
-from sendfleet.lab import cgroups, zonedata
+from sendfleet.lab import cgroups, sinkpolicy, zonedata
 from sendfleet.lab.config import HOST_DOMAIN, LabConfig, LabHost
 from sendfleet.lab.system import LabError, pid_alive, read_pid, run, start_daemon, stop_pid
 
@@ -80,9 +80,15 @@ def _prepare_sink(cfg: LabConfig, root: Path) -> None:
     if "sinkstore" not in text:
         master.write_text(text + zonedata.SINK_MASTER_CF_EXTRA)
     _write(root / "etc/postfix/sink_transport", zonedata.sink_transport(cfg))
-    _write(root / "etc/postfix/sink_recipient_access",
-           "# recipient domain -> action; e.g. 'deferred.test 421 4.7.0 rate limited' (tests edit this)\n")
+    _write(root / sinkpolicy.REPLY_TABLE.lstrip("/"), sinkpolicy.render_table({}))
     _write(root / zonedata.SINK_STORE.lstrip("/"), zonedata.SINK_STORE_SCRIPT, 0o755)
+    # the policy service runs this very module (standard library only), ordered before Postfix
+    _write(root / zonedata.SINK_POLICY_SCRIPT.lstrip("/"), Path(sinkpolicy.__file__).read_text(), 0o755)
+    _write(root / "etc/systemd/system/sink-policy.service", zonedata.SINK_POLICY_UNIT)
+    wants = root / "etc/systemd/system/multi-user.target.wants/sink-policy.service"
+    wants.parent.mkdir(parents=True, exist_ok=True)
+    wants.unlink(missing_ok=True)
+    wants.symlink_to("/etc/systemd/system/sink-policy.service")
 
 
 def supervisor_pid(cfg: LabConfig, host: LabHost) -> int | None:

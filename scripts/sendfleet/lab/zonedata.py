@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+from sendfleet.lab import sinkpolicy
 from sendfleet.lab.config import (
     BLOCKLIST_ZONES,
     HOST_DOMAIN,
@@ -289,6 +290,24 @@ for ext, data in (("eml", raw), ("json", None)):
 '''
 
 
+SINK_POLICY_SCRIPT = "/usr/local/lib/sink-policy/sinkpolicy.py"
+SINK_POLICY = f"check_policy_service inet:127.0.0.1:{sinkpolicy.POLICY_PORT}"
+SINK_POLICY_UNIT = f"""# written by `sendfleet lab up`: the sink's policy service (see sinkpolicy.py)
+[Unit]
+Description=lab sink policy service
+Before=postfix.service
+
+[Service]
+Type=notify
+ExecStart=/usr/bin/python3 {SINK_POLICY_SCRIPT} {sinkpolicy.REPLY_TABLE}
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
 def sink_main_cf(cfg: LabConfig) -> str:
     domains = ", ".join([*RECIPIENT_DOMAINS, *SENDER_DOMAINS])
     return f"""# written by `sendfleet lab up`: the lab's receiving MX
@@ -302,8 +321,12 @@ inet_protocols = all
 mynetworks = 127.0.0.0/8 [::1]/128
 relay_domains = {domains}
 transport_maps = texthash:/etc/postfix/sink_transport
-smtpd_recipient_restrictions = check_recipient_access texthash:/etc/postfix/sink_recipient_access,
-    permit_mynetworks, reject_unauth_destination
+# the policy service (sink-policy, scripts/sendfleet/lab/sinkpolicy.py): replies per client IP and recipient,
+# and the concurrency records (a transaction starts at MAIL, so MAIL is not delayed to RCPT)
+smtpd_delay_reject = no
+smtpd_sender_restrictions = {SINK_POLICY}
+smtpd_recipient_restrictions = reject_unauth_destination, {SINK_POLICY}
+smtpd_end_of_data_restrictions = {SINK_POLICY}
 smtpd_tls_cert_file = /etc/ssl/certs/ssl-cert-snakeoil.pem
 smtpd_tls_key_file = /etc/ssl/private/ssl-cert-snakeoil.key
 smtpd_tls_security_level = may
