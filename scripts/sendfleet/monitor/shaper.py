@@ -189,7 +189,6 @@ class Shaper:
 
     def members(self, pool: str, klass: str) -> list[shaping.Member]:
         pclass = self.cfg.classes[klass]
-        caps = {}
         out = []
         for m in self.cfg.members:
             if m["pool"] != pool:
@@ -289,8 +288,7 @@ class Shaper:
             return None
         with self.lock:
             self.refresh_drained()
-            text = " ".join(p for p in (str(reply.code or ""), reply.enhanced or "", reply.text) if p)
-            self.paths, event = shaping.react(self.paths, reply.ip, reply.klass, rule, text, now,
+            self.paths, event = shaping.react(self.paths, reply.ip, reply.klass, rule, reply.text, now,
                                               self.cfg.pool_ips(pool), self.usable(pool, reply.klass, now),
                                               self.cfg.suspend_last)
             if event.kind != "hold":
@@ -480,8 +478,6 @@ def follow_log(shaper: Shaper, stop: threading.Event, drain_hook: Any) -> None:
     from sendfleet.monitor.follow import Follower
 
     follower = Follower(shaper.cfg.log_source, shaper.position, time.time() - 300)
-    year = datetime.now(UTC).year
-    del year
     for ts, ident, message in follower.lines(stop):
         reply = maillog.parse_reply(ident, message, ts)
         with shaper.lock:
