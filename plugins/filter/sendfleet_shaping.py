@@ -7,7 +7,7 @@ classes, their limits and reply rules; the shaper on each sender and `sendfleet 
 - ``sending_ips | sf_class_transports(classes, prefix)`` -> one entry per (sending IP, provider class other than
   ``other``): {name, ip, ptr, class, v6, maxproc, reuse}, for master.cf.
 - ``sending_ips | sf_class_transport_params(classes, prefix, recipient_limit)`` -> the main.cf limits of those
-  transports ({parameter: value}).
+  transports ({parameter: value}); a warming IP's own limits of the day (``limits`` of the warm-up plan) win.
 """
 
 from __future__ import annotations
@@ -68,11 +68,14 @@ def sf_class_transport_params(sending_ips: Any, classes: Any, prefix: str = "sf"
     total is master.cf's maxproc), starting at min(2, connections)."""
     parsed = _classes(classes)
     out: dict[str, str] = {}
+    limits = {str(e["ip"]): e.get("limits") or {} for e in sending_ips or []}
     for t in sf_class_transports(sending_ips, classes, prefix):
         conns = parsed[t["class"]].limits.connections
         out[f"{t['name']}_destination_concurrency_limit"] = str(conns)
         out[f"{t['name']}_initial_destination_concurrency"] = str(min(2, conns))
         out[f"{t['name']}_destination_recipient_limit"] = str(recipient_limit)
+        # a warming IP's limits of the day (as on its own transport; the monitor agent applies the same)
+        out.update(poolmap.transport_limit_params(t["name"], limits.get(t["ip"], {})))
     return dict(sorted(out.items()))
 
 

@@ -204,12 +204,26 @@ def master_overrides(host: Any) -> dict[str, dict[str, str]]:
 
 
 def transports_by_ip(host: Any) -> dict[str, str]:
-    """Bound source address -> the master.cf service (transport) that binds to it."""
+    """Bound source address -> the IP's own master.cf service (transport) binding to it: the shortest name among
+    those binding to it (its per-provider-class transports, `<own>_<class>`, bind to it too)."""
     out: dict[str, str] = {}
     for service, opts in master_overrides(host).items():
+        name = service.split("/")[0]
         for key in ("smtp_bind_address", "smtp_bind_address6"):
             if opts.get(key):
-                out[str(ipaddress.ip_address(opts[key]))] = service.split("/")[0]
+                ip = str(ipaddress.ip_address(opts[key]))
+                if ip not in out or len(name) < len(out[ip]):
+                    out[ip] = name
+    return out
+
+
+def master_maxproc(host: Any) -> dict[str, str]:
+    """master.cf service name -> its maxproc field (`postconf -M`)."""
+    out: dict[str, str] = {}
+    for line in host.check_output("postconf -M").splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and fields[1] == "unix":
+            out[fields[0]] = fields[6]
     return out
 
 

@@ -8,7 +8,8 @@ import json
 import re
 from typing import Any
 
-from tests.infra.conftest import Expect, master_overrides, postconf, transports_by_ip
+from sendfleet.core import poolmap
+from tests.infra.conftest import Expect, master_maxproc, master_overrides, postconf, transports_by_ip
 
 
 def test_postfix_check_clean(host: Any, expect: Expect) -> None:
@@ -53,6 +54,49 @@ def test_transport_helo_names(host: Any, expect: Expect) -> None:
         if helo != s.helo:
             problems.append(f"{s.ip}: transport {service} has smtp_helo_name={helo}, expected {s.helo}")
     assert not problems, f"{expect.name}: " + "; ".join(problems)
+
+
+def test_a_transport_per_provider_class_holds_its_limits(host: Any, expect: Expect) -> None:
+    """Each in-service IP has one transport per provider class (class other excepted): bound to the IP, HELO = its
+    PTR, at most the class's connections (maxproc) and messages per connection, per destination at most the class's
+    connections."""
+    overrides = master_overrides(host)
+    maxproc = master_maxproc(host)
+    own = transports_by_ip(host)
+    conf = postconf(host)
+    problems = []
+    for s in expect.in_service:
+        if str(s.ip) not in own:
+            continue  # reported by test_transports_match_in_service_ips
+        prefix = own[str(s.ip)].rsplit("_" + poolmap.slug(s.ip), 1)[0]
+        for name, pclass in expect.inv.classes.items():
+            if name == "other":
+                continue
+            t = poolmap.class_transport_name(s.ip, name, prefix)
+            o = overrides.get(f"{t}/unix")
+            if o is None:
+                problems.append(f"{s.ip}: no transport {t} for class {name}")
+                continue
+            bind = o.get("smtp_bind_address6" if s.ip.version == 6 else "smtp_bind_address")
+            checks = [("bind address", bind, str(s.ip)), ("smtp_helo_name", o.get("smtp_helo_name"), s.helo),
+                      ("maxproc", maxproc.get(t), str(pclass.limits.connections)),
+                      ("smtp_connection_reuse_count_limit", o.get("smtp_connection_reuse_count_limit"),
+                       str(pclass.limits.messages_per_connection)),
+                      ("destination_concurrency_limit", conf.get(f"{t}_destination_concurrency_limit"),
+                       str(pclass.limits.connections))]
+            problems += [f"{t}: {what} {got}, expected {want}" for what, got, want in checks if got != want]
+    assert not problems, f"{expect.name}:\n  - " + "\n  - ".join(problems)
+
+
+def test_the_shaper_is_asked_at_rcpt(host: Any, expect: Expect) -> None:
+    """smtpd asks the shaper (policy service) first at RCPT, and the shaper answers on its port."""
+    restrictions = postconf(host).get("smtpd_recipient_restrictions", "")
+    policy = expect.var("postfix", "postfix_shaping_policy")
+    assert restrictions.startswith(f"check_policy_service {policy}"), (
+        f"{expect.name}: smtpd_recipient_restrictions = {restrictions!r}, expected check_policy_service {policy} first")
+    assert host.service("sendfleet-shaper").is_running, f"{expect.name}: sendfleet-shaper is not running"
+    port = policy.rsplit(":", 1)[-1]
+    assert host.socket(f"tcp://127.0.0.1:{port}").is_listening, f"{expect.name}: nothing listens on {policy}"
 
 
 _RANDMAP = re.compile(r"randmap:\{([^}]*)\}")

@@ -255,3 +255,8 @@ def split_transport(transport: str, prefix: str = "sf") -> tuple[str, str] | Non
         return None
     ip = str(ipaddress.IPv6Address(int(body, 16))) if len(body) == 32 else body.replace("_", ".")
     return ip, klass
+
+
+def class_transport_of(transport: str, klass: str) -> str:
+    """The per-class transport of an IP from its own transport's name (`sf_198_51_100_72` + gmail)."""
+    return f"{transport}_{klass}"

@@ -105,6 +105,8 @@ class Config:
             self.log_source = str(data.get("log_source", "auto"))
             self.keep_hours = int(data.get("keep_hours", 168))
             self.reasons_top = int(data.get("reasons_top", 10))
+            # the provider classes with a transport per IP (every class but other)
+            self.classes = sorted(c for c in ((data.get("shaping") or {}).get("classes") or {}) if c != "other")
             self.warmup_restarts = {str(k): str(v) for k, v in (data.get("warmup_restarts") or {}).items()}
         except (KeyError, TypeError, ValueError) as err:
             raise UsageError(f"{source}: bad monitor config: {err}") from None
@@ -234,7 +236,9 @@ def selection_plan(
     desired: dict[str, str] = {}
     for m in cfg.members:
         if m["ip"] not in out:
-            desired.update(poolmap.transport_limit_params(m["transport"], m["limits"]))
+            # the IP's own transport and its per-provider-class ones (a warming IP is warming for every class)
+            for t in [m["transport"], *(poolmap.class_transport_of(m["transport"], c) for c in cfg.classes)]:
+                desired.update(poolmap.transport_limit_params(t, m["limits"]))
     pools = poolmap.pool_weights(poolmap.drain(cfg.members, out))
     changes: dict[str, str | None] = {}
     maps = current.get("sender_dependent_default_transport_maps")

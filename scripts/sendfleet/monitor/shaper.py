@@ -493,6 +493,29 @@ def follow_log(shaper: Shaper, stop: threading.Event, drain_hook: Any) -> None:
                 log(f"drain of {reply.ip} on a reply failed: {type(err).__name__}: {err}", 3)
 
 
+def reload_config(shaper: Shaper, config_path: Path, mtime: float) -> float:
+    """Take a rewritten config (the dnsbl_monitor role, or an operator) without a restart: members, weights,
+    classes. A config that does not parse is logged and the running one kept."""
+    try:
+        now_mtime = config_path.stat().st_mtime
+    except OSError:
+        return mtime
+    if now_mtime == mtime:
+        return mtime
+    try:
+        cfg = ShaperConfig(json.loads(config_path.read_text(encoding="utf-8")), str(config_path))
+    except (OSError, ValueError, UsageError) as err:
+        log(f"{config_path}: not reloaded ({err}); the running configuration stays", 3)
+        return now_mtime
+    cfg.log_source = shaper.cfg.log_source
+    with shaper.lock:
+        shaper.cfg = cfg
+        shaper.classifier.classes = cfg.classes
+        shaper.dirty = True
+    log(f"{config_path}: reloaded ({len(cfg.members)} IPs)")
+    return now_mtime
+
+
 def serve(config_path: Path) -> int:
     from sendfleet.monitor import agent
 
@@ -532,9 +555,11 @@ def serve(config_path: Path) -> int:
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    config_mtime = config_path.stat().st_mtime
     try:
         while not stop.is_set():
             now = time.time()
+            config_mtime = reload_config(shaper, config_path, config_mtime)
             shaper.expire(now)
             shaper.save(now)
             if not threads[2].is_alive():
