@@ -113,7 +113,7 @@ shaping_rules:
     enhanced: 4.7.28
     action: suspend
     duration: 90s
-    source: the lab (the shipped gmail rule for this reply, with a duration a test can wait for)
+    source: the lab (a suspension a test can wait out; the shipped rules for this reply throttle)
 """
 
 
