@@ -230,3 +230,13 @@ FRAGMENTS = [GMAIL_421, OUTLOOK_550, YAHOO_421, DEFERRED, BOUNCED, SENT, "said: 
 def test_parse_reply_never_raises(ident: str, message: str) -> None:
     r = maillog.parse_reply(ident, message, 0.0)
     assert r is None or (r.status in maillog.REPLY_STATUSES and r.text in message)
+
+
+def test_reasons_keep_the_whole_reply_and_group_greetings_refused() -> None:
+    o = maillog.parse_delivery(IDENT, OUTLOOK_550, 1.0)
+    assert o is not None
+    assert o.reason.startswith("550 5.7.1 Unfortunately, messages from <> weren't sent")
+    assert "block list (S3150)" in o.reason  # not cut at the reply's first parenthesis
+    refused = "delivery temporarily suspended: host mx[198.51.100.25] refused to talk to me: 421 4.7.0 Try again later"
+    g = maillog.parse_delivery(IDENT, _line("4.7.0", "deferred", refused), 1.0)
+    assert g is not None and g.reason == "421 4.7.0 Try again later"

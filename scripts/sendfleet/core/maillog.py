@@ -34,7 +34,6 @@ _DELIVERY = re.compile(
 _FILE_LINE = re.compile(
     r"^(?P<ts>\S+(?: +\d+ [\d:]+)?) (?P<host>\S+) (?P<ident>[^\[: ]+)(?:\[\d+\])?: (?P<msg>.*)$"
 )
-_SMTP_REPLY = re.compile(r"said: (?P<reply>\d{3}(?:[ -]\d\.\d{1,3}\.\d{1,3})?[^(]*)")
 # the remote server's own words in a status text: 'host mx[ip] said: 421 ...' or, for a greeting,
 # 'host mx[ip] refused to talk to me: 554 ...' (possibly after 'delivery temporarily suspended: ')
 _REMOTE = re.compile(r"\bhost \S+ (?:said|refused to talk to me): ")
@@ -67,11 +66,25 @@ def transport_of(ident: str) -> str | None:
     return None
 
 
+def reply_text(reason: str) -> tuple[str, str | None]:
+    """The status text of a delivery line (what `status=deferred (...)` holds) -> (the remote reply, the SMTP
+    command it answered). The reply is what follows 'host mx[ip] said: ' (or 'refused to talk to me: ') up to
+    ' (in reply to X command)', whole; without a remote reply, the text itself ('250 2.0.0 Ok' of a sent line,
+    or Postfix's own words: 'connect to mx[ip]:25: Connection refused'). The command is X, or what Postfix was
+    sending when the connection was lost or timed out, else None."""
+    remote = _REMOTE.search(reason)
+    text = reason[remote.end() :] if remote is not None else reason
+    tail = _IN_REPLY.search(text)
+    if tail is not None:
+        return text[: tail.start()], tail.group("cmd")
+    sending = _WHILE.search(text)
+    return text, sending.group("cmd") if sending is not None else None
+
+
 def normalise_reason(text: str) -> str:
     """A reason that groups well: the remote reply when there is one (code, enhanced code and text),
     with queue IDs, addresses and long numbers masked; trimmed."""
-    m = _SMTP_REPLY.search(text)
-    reason = m.group("reply").strip() if m else text.strip()
+    reason = reply_text(text)[0].strip()
     reason = _ADDRESS.sub("<>", reason)
     reason = _NUMBERS.sub("#", reason)
     reason = re.sub(r"\s+", " ", reason).strip().rstrip(".")
@@ -139,22 +152,9 @@ def parse_reply(ident: str, message: str, time: float, prefix: str = "sf") -> Re
     rcpt = m.group("rcpt")
     dsn = m.group("dsn")
     status = m.group("status")
-    reason = m.group("text") or ""
     code: int | None = None
     enhanced: str | None = None
-    command: str | None = None
-    remote = _REMOTE.search(reason)
-    # the server's reply after 'host ... said: '; else the reason itself, which for 'sent' is the reply
-    # ('250 2.0.0 Ok: queued as ...') and otherwise Postfix's own words (no code)
-    text = reason[remote.end() :] if remote is not None else reason
-    tail = _IN_REPLY.search(text)
-    if tail is not None:
-        command = tail.group("cmd")
-        text = text[: tail.start()]
-    else:
-        sending = _WHILE.search(text)
-        if sending is not None:
-            command = sending.group("cmd")
+    text, command = reply_text(m.group("text") or "")
     cm = _REPLY_CODE.match(text)
     if cm is not None:
         code = int(cm.group("code"))
