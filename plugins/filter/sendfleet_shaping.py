@@ -7,7 +7,8 @@ classes, their limits and reply rules; the shaper on each sender and `sendfleet 
 - ``sending_ips | sf_class_transports(classes, prefix)`` -> one entry per (sending IP, provider class other than
   ``other``): {name, ip, ptr, class, v6, maxproc, reuse}, for master.cf.
 - ``sending_ips | sf_class_transport_params(classes, prefix, recipient_limit)`` -> the main.cf limits of those
-  transports ({parameter: value}); a warming IP's own limits of the day (``limits`` of the warm-up plan) win.
+  transports ({parameter: value}); a warming IP's own limits of the day (``limits`` of the warm-up plan) win, and
+  ``throttled`` ({"ip class": connections}, the monitor agent's local fact) lowers a throttled path's.
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ def sf_class_transports(sending_ips: Any, classes: Any, prefix: str = "sf") -> l
     transport). maxproc = the class's connections: the cap of simultaneous connections of that IP to that class."""
     parsed = _classes(classes)
     out = []
-    for entry in sorted(sending_ips or [], key=lambda e: ipaddress.ip_address(str(e["ip"]))):
+    def order(entry: Any) -> tuple[int, int]:
+        addr = ipaddress.ip_address(str(entry["ip"]))
+        return addr.version, int(addr)
+
+    for entry in sorted(sending_ips or [], key=order):
         for name, pclass in parsed.items():
             if name == shaping.OTHER:
                 continue
@@ -63,7 +68,7 @@ def sf_class_transports(sending_ips: Any, classes: Any, prefix: str = "sf") -> l
 
 
 def sf_class_transport_params(sending_ips: Any, classes: Any, prefix: str = "sf",
-                              recipient_limit: int = 50) -> dict[str, str]:
+                              recipient_limit: int = 50, throttled: Any = None) -> dict[str, str]:
     """main.cf limits of the per-class transports: per destination at most the class's connections (the class's
     total is master.cf's maxproc), starting at min(2, connections)."""
     parsed = _classes(classes)
@@ -76,6 +81,11 @@ def sf_class_transport_params(sending_ips: Any, classes: Any, prefix: str = "sf"
         out[f"{t['name']}_destination_recipient_limit"] = str(recipient_limit)
         # a warming IP's limits of the day (as on its own transport; the monitor agent applies the same)
         out.update(poolmap.transport_limit_params(t["name"], limits.get(t["ip"], {})))
+        # a throttle of the shaper in force ("ip class" -> connections: the monitor agent's local fact)
+        conns_now = (throttled or {}).get(shaping.key(t["ip"], t["class"]))
+        if conns_now is not None:
+            param = f"{t['name']}_destination_concurrency_limit"
+            out[param] = str(min(int(conns_now), int(out[param])))
     return dict(sorted(out.items()))
 
 

@@ -204,3 +204,14 @@ def test_a_bad_config_is_one_clear_error(bad: dict[str, Any]) -> None:
 
 def test_the_class_names_are_the_cores(tmp_path: Path) -> None:
     assert set(make(tmp_path).cfg.classes) == set(shaping.parse_classes(CLASSES))
+
+
+def test_throttles_in_force_lower_connections_for_postfix(tmp_path: Path) -> None:
+    s = make(tmp_path)
+    classes = s.cfg.classes
+    paths = [shaping.PathState(A, "gmail", shaping.THROTTLED, 2000.0, 1000.0, "x", "r", {"connections": 1}).as_dict(),
+             shaping.PathState(B, "gmail", shaping.THROTTLED, 900.0, 800.0, "x", "r", {"connections": 1}).as_dict(),
+             shaping.PathState(C, "gmail", shaping.THROTTLED, 2000.0, 1000.0, "x", "r", {"connections": 5}).as_dict(),
+             shaping.PathState(A, "outlook", shaping.SUSPENDED, 2000.0, 1000.0, "x", "r").as_dict()]
+    # B's throttle is over, C's allows more than the class, a suspension is the shaper's alone
+    assert shaping.throttled_connections(paths, classes, 1500.0) == {f"{A} gmail": 1}

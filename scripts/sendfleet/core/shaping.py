@@ -654,3 +654,23 @@ def _default_data() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ShapingError("sendfleet/data/provider_classes.yml: expected a mapping of class name -> class")
     return data
+
+
+def throttled_connections(paths: Iterable[Mapping[str, Any]], classes: Mapping[str, ProviderClass],
+                          now: float) -> dict[str, int]:
+    """"ip class" -> the connections a throttle in force allows on that path, where it is fewer than the class's
+    (from the state file's `paths`). Postfix applies it per destination (`<transport>_destination_concurrency_limit`):
+    the monitor agent writes it and the postfix role reads it back from the agent's local fact."""
+    out: dict[str, int] = {}
+    for raw in paths:
+        try:
+            s = PathState.from_dict(raw)
+        except (KeyError, TypeError, ValueError):
+            continue
+        conns = s.limits.get("connections")
+        pclass = classes.get(s.klass)
+        if s.status != THROTTLED or not s.active(now) or conns is None or pclass is None or s.klass == OTHER:
+            continue
+        if conns < pclass.limits.connections:
+            out[key(s.ip, s.klass)] = int(conns)
+    return dict(sorted(out.items()))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sendfleet.atomicfile import write_atomic
-from sendfleet.core import drain, maillog, poolmap
+from sendfleet.core import drain, maillog, poolmap, shaping
 from sendfleet.core.metrics import Family, render
 from sendfleet.core.resolvers import Resolver, parse_resolver
 from sendfleet.core.verdicts import Outcome, ZoneStatus
@@ -106,7 +106,10 @@ class Config:
             self.keep_hours = int(data.get("keep_hours", 168))
             self.reasons_top = int(data.get("reasons_top", 10))
             # the provider classes with a transport per IP (every class but other)
-            self.classes = sorted(c for c in ((data.get("shaping") or {}).get("classes") or {}) if c != "other")
+            shaping_data = data.get("shaping") or {}
+            self.classes = sorted(c for c in (shaping_data.get("classes") or {}) if c != "other")
+            self.class_data = shaping_data.get("classes") or {}
+            self.shaping_state_file = Path(shaping_data.get("state_file", "/var/lib/sendfleet/monitor/shaping.json"))
             self.warmup_restarts = {str(k): str(v) for k, v in (data.get("warmup_restarts") or {}).items()}
         except (KeyError, TypeError, ValueError) as err:
             raise UsageError(f"{source}: bad monitor config: {err}") from None
@@ -221,6 +224,18 @@ def master_services(cfg: Config) -> set[str]:
     return {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
 
 
+def throttled(cfg: Config) -> dict[str, int]:
+    """"ip class" -> connections, for the shaper's throttles in force (its state file)."""
+    if not cfg.class_data:
+        return {}
+    try:
+        classes = shaping.parse_classes(cfg.class_data)
+    except shaping.ShapingError:
+        return {}
+    paths = read_json(cfg.shaping_state_file, {}).get("paths") or []
+    return shaping.throttled_connections(paths, classes, time.time())
+
+
 def selection_plan(
     cfg: Config,
     drained: set[str],
@@ -239,6 +254,14 @@ def selection_plan(
             # the IP's own transport and its per-provider-class ones (a warming IP is warming for every class)
             for t in [m["transport"], *(poolmap.class_transport_of(m["transport"], c) for c in cfg.classes)]:
                 desired.update(poolmap.transport_limit_params(t, m["limits"]))
+    # the shaper's throttles in force that lower a path's connections (per destination)
+    for path, conns in throttled(cfg).items():
+        ip, _, klass = path.partition(" ")
+        member = next((m for m in cfg.members if m["ip"] == ip), None)
+        if member is None or ip in out:
+            continue
+        param = f"{poolmap.class_transport_of(member['transport'], klass)}_destination_concurrency_limit"
+        desired[param] = str(min(conns, int(desired.get(param, conns))))
     pools = poolmap.pool_weights(poolmap.drain(cfg.members, out))
     changes: dict[str, str | None] = {}
     maps = current.get("sender_dependent_default_transport_maps")
@@ -445,6 +468,17 @@ def cmd_check(cfg: Config) -> int:
     return 0
 
 
+def resync(cfg: Config) -> None:
+    """Make Postfix match the plan, the drained IPs and the shaper's throttles now (the shaper calls this when a
+    throttle starts or ends), and rewrite the local fact."""
+    with locked(cfg.lock_file):
+        state: dict[str, Any] = read_json(cfg.state_file, {})
+        sync_selection(cfg, state)
+        state.setdefault("version", STATE_VERSION)
+        write_atomic(cfg.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        write_fact(cfg, state)
+
+
 def drain_on_reply(cfg: Config, ip: str, evidence: Mapping[str, Any]) -> None:
     """Drain `ip` because a receiver's reply quoted a blocklist (the shaper calls this): the check's rules apply
     (auto_drain, never the last in-service IP of its pool unless drain_last), and its restore rule brings the IP
@@ -487,6 +521,7 @@ def write_fact(cfg: Config, state: Mapping[str, Any]) -> None:
         "drained": sorted(ip for ip, s in ips.items() if s.get("status") == drain.DRAINED),
         "last_sent": dict(sorted((last_sent or {}).items())),  # ip -> Unix time of its last delivery
         "restarts": dict(sorted(cfg.warmup_restarts.items())),  # warm-up restarts after idle periods
+        "throttled": throttled(cfg),  # "ip class" -> connections of a throttle in force (the shaper's)
         "updated": state.get("updated"),
     }
     write_atomic(cfg.fact_file, json.dumps(fact, sort_keys=True) + "\n")

@@ -556,12 +556,22 @@ def serve(config_path: Path) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     config_mtime = config_path.stat().st_mtime
+    applied: dict[str, int] | None = None
     try:
         while not stop.is_set():
             now = time.time()
             config_mtime = reload_config(shaper, config_path, config_mtime)
             shaper.expire(now)
             shaper.save(now)
+            with shaper.lock:
+                wanted = shaping.throttled_connections([p.as_dict() for p in shaper.paths.values()],
+                                                       shaper.cfg.classes, now)
+            if wanted != applied:
+                try:
+                    agent.resync(monitor_cfg)  # the throttles' connections into Postfix (and the local fact)
+                    applied = wanted
+                except Exception as err:  # retried next second; the journal says why
+                    log(f"postfix not changed for the throttles in force: {type(err).__name__}: {err}", 3)
             if not threads[2].is_alive():
                 log("the log follower stopped; exiting so that systemd restarts the shaper", 3)
                 return 1
