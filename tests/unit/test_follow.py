@@ -219,7 +219,7 @@ def out(start):
         sys.stdout.write(json.dumps(entries[i]) + "\\n")
     sys.stdout.flush()
 
-start = 0 if after is None else [e["__CURSOR"] for e in entries].index(after) + 1
+start = 0 if after is None else [e.get("__CURSOR") for e in entries].index(after) + 1
 out(start)
 if "-f" in args:
     sys.stdout.write('{{"__CURSOR": "c9", "__REALTIME_TIMESTAMP": "9000000", "SYSLOG_IDENTIFIER": "p", "MES')
@@ -240,7 +240,7 @@ def entry(n: int, message: Any = None) -> dict[str, Any]:
 def journalctl(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     calls = tmp_path / "calls"
     script = tmp_path / "journalctl"
-    entries = [entry(1), entry(2, list(b"m2 \xff")), entry(3)]
+    entries = [entry(1), entry(2, list(b"m2 \xff")), entry(3), {"MESSAGE": "no cursor", "SYSLOG_IDENTIFIER": "x"}]
     script.write_text(FAKE_JOURNALCTL.format(python=sys.executable, calls=str(calls), entries=entries))
     script.chmod(0o755)
     yield str(script), calls
@@ -249,13 +249,14 @@ def journalctl(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def test_journal_from_since_then_after_the_cursor(journalctl: tuple[str, Path]) -> None:
     exe, calls = journalctl
     f = Follower("journal", None, since=T0, follow=False, journalctl=exe)
-    assert list(f.lines()) == [(1.0, IDENT, "m1"), (2.0, IDENT, "m2 \ufffd"), (3.0, IDENT, "m3")]
-    assert f.position == {"source": "journal", "cursor": "c3"}
+    assert list(f.lines()) == [(1.0, IDENT, "m1"), (2.0, IDENT, "m2 \ufffd"), (3.0, IDENT, "m3"),
+                               (0.0, "x", "no cursor")]
+    assert f.position == {"source": "journal", "cursor": "c3"}  # the last entry that had one
     argv = json.loads(calls.read_text().splitlines()[0])
     assert argv[:4] == ["-o", "json", "--no-pager", "SYSLOG_FACILITY=2"]
     assert argv[argv.index("--since") + 1] == "2026-11-27 20:30:00 UTC" and "-f" not in argv
     again = Follower("journal", {"source": "journal", "cursor": "c1"}, since=T0, follow=False, journalctl=exe)
-    assert [m for _, _, m in again.lines()] == ["m2 \ufffd", "m3"]
+    assert [m for _, _, m in again.lines()] == ["m2 \ufffd", "m3", "no cursor"]
     assert json.loads(calls.read_text().splitlines()[1])[-2:] == ["--after-cursor", "c1"]
     assert Follower("journal", f.position, follow=False, journalctl=exe).position == f.position
 
@@ -264,7 +265,7 @@ def test_journal_following_stops_on_request(journalctl: tuple[str, Path]) -> Non
     exe, calls = journalctl
     c = Collector("journal", {"source": "journal", "cursor": "c2"}, journalctl=exe)
     try:
-        assert c.take(2) == ["m3", "m9"]  # the last entry came in two writes
+        assert c.take(3) == ["m3", "no cursor", "m9"]  # the last entry came in two writes
         assert c.follower.position == {"source": "journal", "cursor": "c9"}
     finally:
         assert c.close() < 1.5

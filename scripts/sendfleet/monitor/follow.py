@@ -43,6 +43,8 @@ Line = tuple[float, str, str]
 
 
 class Follower:
+    """The lines of one log source after a saved position; see the module's description."""
+
     def __init__(
         self,
         source: str,
@@ -130,8 +132,9 @@ class Follower:
                     line = _journal_line(raw)
                     if line is None:
                         continue
-                    self._position = {"source": JOURNAL, "cursor": line[3]}
-                    self._fresh = False
+                    if line[3]:  # an entry without a cursor keeps the last one
+                        self._position = {"source": JOURNAL, "cursor": line[3]}
+                        self._fresh = False
                     yield line[:3]
 
     # --------------------------------------------------------------------------------------------- file
