@@ -502,6 +502,14 @@ def test_argument_specs_refuse_bad_variables_before_any_change(converged: LabHan
         ("wrong type", {"opendkim_key_bits": "lots"}, "opendkim_key_bits"),
         ("unknown pool", {"sender_domains": {SENDER_DOMAIN: {"pool": "nosuchpool", "selectors": ["s2026a"]}}},
          "nosuchpool"),
+        ("unknown class in a rule", {"shaping_rules": [{"class": "nosuchclass", "name": "r", "code": 421,
+                                                        "action": "suspend", "duration": "1h"}]},
+         "shaping_rules[0].class"),
+        ("a regex that does not compile", {"shaping_rules": [{"class": "gmail", "name": "r", "text": "([",
+                                                              "action": "suspend", "duration": "1h"}]},
+         "shaping_rules[0].text"),
+        ("a negative limit", {"provider_classes": {"gmail": {"limits": {"connections": -2}}}},
+         "provider_classes.gmail.limits.connections"),
     ]
     for case, extra, named in cases:
         proc = playbook(lab, "site.yml", "--limit", FAULT_HOST, "-e", json.dumps(extra))

@@ -103,6 +103,17 @@ CASES: list[tuple[str, dict[str, str], str]] = [
     ("no admin_networks",
      {"group_vars/all/pools.yml": POOLS.replace("admin_networks: [198.51.100.0/28]\n", "")},
      "admin_networks: missing"),
+    ("a shaping rule of an unknown class",
+     {"group_vars/all/shaping.yml": "shaping_rules:\n  - {class: nosuch, name: r, code: 421, action: suspend, "
+                                    "duration: 1h}\n"},
+     "group_vars/all/shaping.yml: shaping_rules[0].class: unknown provider class 'nosuch'"),
+    ("a reply regex that does not compile",
+     {"group_vars/all/shaping.yml": "shaping_rules:\n  - {class: gmail, name: r, text: '([', action: suspend, "
+                                    "duration: 1h}\n"},
+     "group_vars/all/shaping.yml: shaping_rules[0].text: the regex does not compile"),
+    ("a negative provider limit",
+     {"group_vars/all/shaping.yml": "provider_classes:\n  gmail: {limits: {connections: -2}}\n"},
+     "group_vars/all/shaping.yml: provider_classes.gmail.limits.connections: must be >= 1, got -2"),
 ]
 
 
