@@ -206,9 +206,10 @@ class Shaper:
                 out[m["ip"]] = m["ip"] not in self.drained and m["weight"] > 0 and not suspended
         return out
 
-    def record(self, event: shaping.Event, now: float, level: int) -> None:
+    def record(self, event: shaping.Event, now: float, level: int, log_ts: float | None = None) -> None:
+        """Journal, state and metrics of one event; `log_ts`: when Postfix logged the reply that caused it."""
         log(event.message(), level)
-        self.events.append({"time": _iso(now), **event.as_dict()})
+        self.events.append({"time": _iso(now), "ts": round(now, 3), "log_ts": log_ts, **event.as_dict()})
         self.events = self.events[-MAX_EVENTS:]
         k = (event.ip, event.klass, event.kind)
         self.actions[k] = self.actions.get(k, 0) + 1
@@ -293,7 +294,7 @@ class Shaper:
                                               self.cfg.suspend_last)
             if event.kind != "hold":
                 level = {"blocked": 3, "drain": 4, "suspend": 4, "throttle": 5}.get(event.kind, 6)
-                self.record(event, now, level)
+                self.record(event, now, level, reply.time)
         return event
 
     def expire(self, now: float) -> list[shaping.Event]:
