@@ -113,3 +113,30 @@ def test_agent_and_postfix_role_write_the_same_selection() -> None:
     changes, _ = agent.selection_plan(cfg, {"198.51.100.72"}, {}, before)
     assert {**before, **changes} == role_main_cf({"198.51.100.72"})
     assert changes["sender_dependent_default_transport_maps"] != before["sender_dependent_default_transport_maps"]
+
+
+def test_warmup_limits_and_throttles_reach_the_class_transports(tmp_path: Any) -> None:
+    import json
+
+    classes = {"gmail": {"mx_suffixes": ["gmail.test"], "limits": {"connections": 3, "messages_per_connection": 20}},
+               "other": {"limits": {"connections": 6, "messages_per_connection": 100}}}
+    state = tmp_path / "shaping.json"
+    cfg = config(shaping={"classes": classes, "state_file": str(state)})
+    changes, record = agent.selection_plan(cfg, set(), {}, {"sender_dependent_default_transport_maps": MAPS})
+    # the warming IP's limits of the day on its gmail transport too
+    assert changes["sf_198_51_100_70_gmail_destination_rate_delay"] == "129s"
+    assert changes["sf_198_51_100_70_gmail_destination_concurrency_limit"] == "1"
+    assert "sf_198_51_100_72_gmail_destination_concurrency_limit" not in changes
+    # a throttle in force with fewer connections than the class: per destination on that path
+    throttle = {"ip": "198.51.100.72", "class": "gmail", "status": "throttled", "until": 4e9, "since": 1.0,
+                "limits": {"connections": 1}}
+    state.write_text(json.dumps({"paths": [throttle]}))
+    param = "sf_198_51_100_72_gmail_destination_concurrency_limit"
+    current = {"sender_dependent_default_transport_maps": MAPS, param: "3"}
+    changes, record = agent.selection_plan(cfg, set(), {}, current)
+    assert changes["sf_198_51_100_72_gmail_destination_concurrency_limit"] == "1"
+    # the throttle ends: the value found before (the postfix role's) comes back
+    state.write_text(json.dumps({"paths": []}))
+    applied = {**current, **{k: v for k, v in changes.items() if v is not None}}
+    changes, _ = agent.selection_plan(cfg, set(), record, applied)
+    assert changes["sf_198_51_100_72_gmail_destination_concurrency_limit"] == "3"
