@@ -158,3 +158,23 @@ def test_policy_answers_from_the_table_as_soon_as_it_changes(tmp_path: Path) -> 
     state.answer(request("END-OF-MESSAGE", "t1", "1"))
     state.answer(request("MAIL", "t6", "4"))
     assert state.concurrency.open_counts() == {(A, "gmail.test"): 1, (B, "gmail.test"): 1}
+
+
+def test_groups_count_a_transaction_once_per_client_and_group() -> None:
+    c = Concurrency()
+    c.set_groups({"gmail.test": "gmail", "acme.test": "gmail", "yahoo.test": "yahoo"})
+    c.recipient(0.0, "t1", "s1", A, "gmail.test")
+    c.recipient(0.1, "t1", "s1", A, "acme.test")  # the same transaction, another domain of the group: once
+    c.recipient(0.2, "t2", "s2", A, "acme.test")
+    c.recipient(0.3, "t3", "s3", B, "yahoo.test")
+    c.recipient(0.4, "t4", "s4", A, "smallbiz.test")  # in no group
+    assert c.group_peaks() == {(A, "gmail"): 2, (B, "yahoo"): 1}
+    c.end("t1")
+    c.recipient(0.5, "t5", "s5", A, "gmail.test")
+    assert c.group_peaks(reset=True) == {(A, "gmail"): 2, (B, "yahoo"): 1}
+    c.end("t2")
+    c.end("t5")
+    c.end("t3")
+    assert c.group_peaks() == {(A, "gmail"): 2, (B, "yahoo"): 1}  # a reset restarts from what was open
+    c.set_groups({"gmail.test": "gmail"})
+    assert c.group_peaks() == {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from sendfleet.atomicfile import write_atomic
@@ -122,6 +123,19 @@ def sink_concurrency(reset: bool = False, state_dir: Path = DEFAULT_STATE_DIR) -
     rows = _sink_control(_lab(state_dir), {"op": "concurrency", "reset": reset})
     assert isinstance(rows, list)
     return {(str(ip), str(domain)): int(n) for ip, domain, n in rows}
+
+
+def sink_class_concurrency(groups: Mapping[str, str] | None = None, reset: bool = False,
+                           state_dir: Path = DEFAULT_STATE_DIR) -> dict[tuple[str, str], int]:
+    """Peak number of concurrent SMTP transactions per (client IP, group of recipient domains): `groups` (domain ->
+    group, e.g. a provider class) starts counting them anew; without it, the peaks since the last call that set or
+    reset them. A transaction to two domains of a group counts once."""
+    request: dict[str, object] = {"op": "groups", "reset": reset}
+    if groups is not None:
+        request["set"] = dict(groups)
+    rows = _sink_control(_lab(state_dir), request)
+    assert isinstance(rows, list)
+    return {(str(ip), str(group)): int(n) for ip, group, n in rows}
 
 
 def sink_connections(reset: bool = False, state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, int]:

@@ -117,6 +117,7 @@ class Transaction:
     client_ip: str
     domains: frozenset[str]
     last_seen: float
+    groups: frozenset[str] = frozenset()
 
 
 class Concurrency:
@@ -130,6 +131,11 @@ class Concurrency:
         self._by_session: dict[str, str] = {}  # session -> its open instance
         self._open: dict[tuple[str, str], int] = {}
         self._peak: dict[tuple[str, str], int] = {}
+        # domain -> group (a provider class: gmail.test and acme.test are both Gmail's); a transaction counts once
+        # per (client IP, group) however many of the group's domains it has
+        self.groups: dict[str, str] = {}
+        self._gopen: dict[tuple[str, str], int] = {}
+        self._gpeak: dict[tuple[str, str], int] = {}
 
     def recipient(self, now: float, instance: str, session: str, client_ip: str, domain: str) -> None:
         """An accepted RCPT: the transaction counts for (client IP, domain) from now on."""
@@ -143,6 +149,12 @@ class Concurrency:
             self._open[key] = self._open.get(key, 0) + 1
             self._peak[key] = max(self._peak.get(key, 0), self._open[key])
             txn = replace(txn, domains=txn.domains | {domain})
+        group = self.groups.get(domain)
+        if group is not None and group not in txn.groups:
+            gkey = (client_ip, group)
+            self._gopen[gkey] = self._gopen.get(gkey, 0) + 1
+            self._gpeak[gkey] = max(self._gpeak.get(gkey, 0), self._gopen[gkey])
+            txn = replace(txn, groups=txn.groups | {group})
         self._txns[instance] = replace(txn, last_seen=now)
         self._by_session[session] = instance
 
@@ -158,6 +170,11 @@ class Concurrency:
             self._open[key] -= 1
             if not self._open[key]:
                 del self._open[key]
+        for group in txn.groups:
+            gkey = (txn.client_ip, group)
+            self._gopen[gkey] -= 1
+            if not self._gopen[gkey]:
+                del self._gopen[gkey]
 
     def end_session(self, session: str) -> None:
         instance = self._by_session.get(session)
@@ -189,6 +206,19 @@ class Concurrency:
         out = dict(self._peak)
         if reset:
             self._peak = dict(self._open)
+        return out
+
+    def set_groups(self, groups: Mapping[str, str]) -> None:
+        """Count from now on per (client IP, group) too; the group peaks restart (open transactions keep the
+        groups they had)."""
+        self.groups = {d.lower().rstrip("."): str(g) for d, g in groups.items()}
+        self._gpeak = dict(self._gopen)
+
+    def group_peaks(self, reset: bool = False) -> dict[tuple[str, str], int]:
+        """Peak per (client IP, group) since the last reset or set_groups."""
+        out = dict(self._gpeak)
+        if reset:
+            self._gpeak = dict(self._gopen)
         return out
 
 
@@ -337,6 +367,11 @@ def _control_handler(state: _State) -> type[socketserver.StreamRequestHandler]:
                         if req["op"] == "concurrency":
                             peaks = state.concurrency.peaks(bool(req.get("reset")))
                             body: object = [[ip, d, n] for (ip, d), n in sorted(peaks.items())]
+                        elif req["op"] == "groups":
+                            if "set" in req:
+                                state.concurrency.set_groups(req["set"])
+                            gpeaks = state.concurrency.group_peaks(bool(req.get("reset")))
+                            body = [[ip, g, n] for (ip, g), n in sorted(gpeaks.items())]
                         elif req["op"] == "connections":
                             body = state.connections.peaks(bool(req.get("reset")))
                         else:
