@@ -111,6 +111,9 @@ CASES: list[tuple[str, dict[str, str], str]] = [
      {"group_vars/all/shaping.yml": "shaping_rules:\n  - {class: gmail, name: r, text: '([', action: suspend, "
                                     "duration: 1h}\n"},
      "group_vars/all/shaping.yml: shaping_rules[0].text: the regex does not compile"),
+    ("a variable sendfleet no longer reads",
+     {"group_vars/all/pools.yml": POOLS + "postfix_providers: {gmail: {domains: [gmail.com]}}\n"},
+     "group_vars/all/pools.yml: postfix_providers: replaced by provider_classes"),
     ("a negative provider limit",
      {"group_vars/all/shaping.yml": "provider_classes:\n  gmail: {limits: {connections: -2}}\n"},
      "group_vars/all/shaping.yml: provider_classes.gmail.limits.connections: must be >= 1, got -2"),

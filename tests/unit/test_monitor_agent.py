@@ -140,3 +140,21 @@ def test_warmup_limits_and_throttles_reach_the_class_transports(tmp_path: Any) -
     applied = {**current, **{k: v for k, v in changes.items() if v is not None}}
     changes, _ = agent.selection_plan(cfg, set(), record, applied)
     assert changes["sf_198_51_100_72_gmail_destination_concurrency_limit"] == "3"
+
+
+def test_an_ip_suspended_for_class_other_leaves_the_randmaps_only(tmp_path: Any) -> None:
+    import json
+
+    classes = {"gmail": {"mx_suffixes": ["gmail.test"], "limits": {"connections": 3, "messages_per_connection": 20}},
+               "other": {"limits": {"connections": 6, "messages_per_connection": 100}}}
+    state = tmp_path / "shaping.json"
+    cfg = config(shaping={"classes": classes, "state_file": str(state)})
+    paths = [{"ip": "198.51.100.72", "class": "other", "status": "suspended", "until": 4e9, "since": 1.0},
+             {"ip": "198.51.100.73", "class": "other", "status": "throttled", "until": 4e9, "since": 1.0,
+              "limits": {"connections": 2}}]
+    state.write_text(json.dumps({"paths": paths}))
+    changes, _ = agent.selection_plan(cfg, set(), {}, {"sender_dependent_default_transport_maps": MAPS})
+    maps = changes["sender_dependent_default_transport_maps"]
+    assert maps is not None and "sf_198_51_100_72" not in maps and maps.count("sf_198_51_100_73") == 20
+    assert changes["sf_198_51_100_73_destination_concurrency_limit"] == "2"  # the IP's own transport
+    assert agent.suspended(cfg) == ["198.51.100.72"]

@@ -403,7 +403,7 @@ def _rule(draw: st.DrawFn, name: str) -> dict[str, Any]:
     if action != "drain":
         rule["duration"] = draw(st.integers(1, 10**6) | st.sampled_from(["90s", "15m", "1h", "2d"]))
     if action == "throttle":
-        keys = draw(st.sets(st.sampled_from(shaping.LIMIT_KEYS), min_size=1))
+        keys = draw(st.sets(st.sampled_from(shaping.THROTTLE_KEYS), min_size=1))
         rule["limits"] = {k: draw(st.integers(1, 1000)) for k in sorted(keys)}
     if draw(st.booleans()):
         rule["source"] = draw(st.text(min_size=1, max_size=20))
@@ -880,3 +880,10 @@ def test_no_class_name_or_rule_name_with_a_trailing_newline() -> None:
     data = base()
     data["gmail"]["rules"][0]["enhanced"] = "4.7.28\n"
     raises_naming("provider_classes.gmail.rules[0].enhanced", data)
+
+
+def test_a_throttle_cannot_change_messages_per_connection() -> None:
+    rule = {"name": "r", "code": 421, "action": "throttle", "duration": "5m", "limits": {"messages_per_connection": 5}}
+    with pytest.raises(shaping.ShapingError, match=r"rules\[0\]\.limits\.messages_per_connection: a throttle cannot"):
+        shaping.parse_classes({"other": {"limits": {"connections": 2, "messages_per_connection": 10},
+                                         "rules": [rule]}})

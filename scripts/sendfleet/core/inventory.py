@@ -63,7 +63,8 @@ VARIABLES = (
     "pools", "sender_domains", "vetted_ips", "app_networks", "admin_networks", "dns_zones", "dns_update_server",
     "dns_update_port", "dns_tsig_key_name", "dns_tsig_algorithm", "dns_tsig_secret", "dns_resolver",
     "dns_resolver_port", "dns_ttl", "rdns_gate", "dkim_keys_dir", "sending_ips", "host_domain",
-    "sending_ips_require_vetted", "postfix_sasl", "provider_classes", "shaping_rules",
+    "sending_ips_require_vetted", "postfix_sasl", "provider_classes", "shaping_rules", "postfix_transport_limits",
+    "postfix_providers",
 )
 
 DEFAULT_TTL = 3600
@@ -857,6 +858,12 @@ def _build(
             f"{v.where('postfix_sasl')}: postfix_sasl: the senders do not offer SASL authentication; submit from"
             " app_networks (an authenticated submission service of yours can relay from there)"
         )
+    for gone in ("postfix_transport_limits", "postfix_providers"):
+        if v.get(gone) is not None:
+            problems.found.append(
+                f"{v.where(gone)}: {gone}: replaced by provider_classes (limits per sending IP and provider class,"
+                " docs/provider-classes.md); move its values there"
+            )
     if not nets["admin_networks"] and any("senders" in h.groups for h in hosts) and v.get("admin_networks") is None:
         problems.found.append(
             f"{v.where('admin_networks')}: admin_networks: missing (the networks that may SSH to the senders;"

@@ -30,6 +30,7 @@ from typing import Any
 OTHER = "other"
 ACTIONS = ("throttle", "suspend", "drain")
 LIMIT_KEYS = ("connections", "messages_per_connection", "messages_per_minute", "messages_per_hour")
+THROTTLE_KEYS = ("connections", "messages_per_minute", "messages_per_hour")  # what a throttle can lower
 CLASS_KEYS = ("description", "mx_suffixes", "limits", "warmup_share", "sources", "rules")
 RULE_KEYS = ("name", "code", "enhanced", "text", "action", "duration", "limits", "source")
 
@@ -212,6 +213,9 @@ def _rule(raw: Any, where: str, *, with_class: bool = False) -> Rule:
         for key, value in lraw.items():
             if key not in LIMIT_KEYS:
                 raise ShapingError(f"{where}.limits.{key}: unknown limit (known: {', '.join(LIMIT_KEYS)})")
+            if key == "messages_per_connection":
+                raise ShapingError(f"{where}.limits.{key}: a throttle cannot change it (Postfix reads it from "
+                                   "master.cf); throttle connections, messages_per_minute or messages_per_hour")
             limits[key] = _count(value, f"{where}.limits.{key}", optional=False)
     elif action == "throttle":
         raise ShapingError(f"{where}.limits: a throttle needs the limits in force while it lasts "
@@ -659,8 +663,9 @@ def _default_data() -> dict[str, Any]:
 def throttled_connections(paths: Iterable[Mapping[str, Any]], classes: Mapping[str, ProviderClass],
                           now: float) -> dict[str, int]:
     """"ip class" -> the connections a throttle in force allows on that path, where it is fewer than the class's
-    (from the state file's `paths`). Postfix applies it per destination (`<transport>_destination_concurrency_limit`):
-    the monitor agent writes it and the postfix role reads it back from the agent's local fact."""
+    (from the state file's `paths`). Postfix applies it per destination (`<transport>_destination_concurrency_limit`
+    of the (IP, class) transport, or of the IP's own transport for class other): the monitor agent writes it and the
+    postfix role reads it back from the agent's local fact."""
     out: dict[str, int] = {}
     for raw in paths:
         try:
@@ -669,8 +674,22 @@ def throttled_connections(paths: Iterable[Mapping[str, Any]], classes: Mapping[s
             continue
         conns = s.limits.get("connections")
         pclass = classes.get(s.klass)
-        if s.status != THROTTLED or not s.active(now) or conns is None or pclass is None or s.klass == OTHER:
+        if s.status != THROTTLED or not s.active(now) or conns is None or pclass is None:
             continue
         if conns < pclass.limits.connections:
             out[key(s.ip, s.klass)] = int(conns)
     return dict(sorted(out.items()))
+
+
+def suspended_other(paths: Iterable[Mapping[str, Any]], now: float) -> list[str]:
+    """The IPs whose class `other` path is suspended (from the state file's `paths`): class other's mail takes the
+    pool's randmap, so the monitor agent leaves them out of it (weight 0, as a drain does for every class)."""
+    out = set()
+    for raw in paths:
+        try:
+            s = PathState.from_dict(raw)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if s.klass == OTHER and s.status == SUSPENDED and s.active(now):
+            out.add(s.ip)
+    return sorted(out)

@@ -236,6 +236,13 @@ def throttled(cfg: Config) -> dict[str, int]:
     return shaping.throttled_connections(paths, classes, time.time())
 
 
+def suspended(cfg: Config) -> list[str]:
+    """The IPs the shaper suspended for class other (its state file)."""
+    if not cfg.class_data:
+        return []
+    return shaping.suspended_other(read_json(cfg.shaping_state_file, {}).get("paths") or [], time.time())
+
+
 def selection_plan(
     cfg: Config,
     drained: set[str],
@@ -260,9 +267,11 @@ def selection_plan(
         member = next((m for m in cfg.members if m["ip"] == ip), None)
         if member is None or ip in out:
             continue
-        param = f"{poolmap.class_transport_of(member['transport'], klass)}_destination_concurrency_limit"
+        transport = member["transport"] if klass == "other" else poolmap.class_transport_of(member["transport"], klass)
+        param = f"{transport}_destination_concurrency_limit"
         desired[param] = str(min(conns, int(desired.get(param, conns))))
-    pools = poolmap.pool_weights(poolmap.drain(cfg.members, out))
+    # class other's mail takes the pools' randmaps: an IP suspended for class other leaves them
+    pools = poolmap.pool_weights(poolmap.drain(cfg.members, out | set(suspended(cfg))))
     changes: dict[str, str | None] = {}
     maps = current.get("sender_dependent_default_transport_maps")
     if maps is not None:
@@ -522,6 +531,7 @@ def write_fact(cfg: Config, state: Mapping[str, Any]) -> None:
         "last_sent": dict(sorted((last_sent or {}).items())),  # ip -> Unix time of its last delivery
         "restarts": dict(sorted(cfg.warmup_restarts.items())),  # warm-up restarts after idle periods
         "throttled": throttled(cfg),  # "ip class" -> connections of a throttle in force (the shaper's)
+        "suspended_other": suspended(cfg),  # IPs suspended for class other: out of the pools' randmaps
         "updated": state.get("updated"),
     }
     write_atomic(cfg.fact_file, json.dumps(fact, sort_keys=True) + "\n")

@@ -557,16 +557,23 @@ def serve(config_path: Path) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     config_mtime = config_path.stat().st_mtime
-    applied: dict[str, int] | None = None
+    applied: tuple[dict[str, int], list[str]] | None = None
     try:
         while not stop.is_set():
             now = time.time()
-            config_mtime = reload_config(shaper, config_path, config_mtime)
+            new_mtime = reload_config(shaper, config_path, config_mtime)
+            if new_mtime != config_mtime:
+                config_mtime = new_mtime
+                try:  # the drain and resync use the same members and weights as the shaper
+                    monitor_cfg = agent.load_config(config_path)
+                except UsageError as err:
+                    log(f"{config_path}: the monitor's part not reloaded ({err})", 3)
             shaper.expire(now)
             shaper.save(now)
             with shaper.lock:
-                wanted = shaping.throttled_connections([p.as_dict() for p in shaper.paths.values()],
-                                                       shaper.cfg.classes, now)
+                paths = [p.as_dict() for p in shaper.paths.values()]
+                wanted = (shaping.throttled_connections(paths, shaper.cfg.classes, now),
+                          shaping.suspended_other(paths, now))
             if wanted != applied:
                 try:
                     agent.resync(monitor_cfg)  # the throttles' connections into Postfix (and the local fact)
