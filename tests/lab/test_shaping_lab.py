@@ -205,7 +205,6 @@ def test_a_blocklist_reply_drains_the_ip_and_the_monitor_restores_it(shaping: La
     lab = shaping
     victim = pool_ips(lab)[2]
     tag = f"shp-bl-{uuid.uuid4().hex[:8]}"
-    lab.ssh(HOST, "systemctl stop sendfleet-monitor.timer")
     try:
         control.sink_reply("smallbiz.test", f"554 5.7.1 Service unavailable; Client host [{victim}] blocked using "
                            "zen.spamhaus.org", client_ip=victim)
@@ -224,13 +223,14 @@ def test_a_blocklist_reply_drains_the_ip_and_the_monitor_restores_it(shaping: La
         assert proc.returncode == 0 and recap(proc.stdout)[HOST]["changed"] == 0, proc.stdout[-6000:]
         control.sink_reply("smallbiz.test", None, client_ip=victim)
         restore_after = int(json.loads(lab.ssh(HOST, f"cat {CONFIG}").stdout)["restore_after"])
-        for _ in range(restore_after):
+        for _ in range(restore_after):  # (the monitor's timer may add checks of its own: they count the same)
             lab.ssh(HOST, "systemctl start sendfleet-monitor.service")
         assert not drained(), f"still drained after {restore_after} clean checks"
         assert victim.replace(".", "_") in lab.ssh(HOST, "postconf -h sender_dependent_default_transport_maps").stdout
     finally:
         control.sink_reply("smallbiz.test", None, client_ip=victim)
-        lab.ssh(HOST, "systemctl start sendfleet-monitor.service sendfleet-monitor.timer", check=False)
+        for _ in range(4):  # the restore rule, whatever the test reached
+            lab.ssh(HOST, "systemctl start sendfleet-monitor.service", check=False)
 
 
 def test_a_warming_ip_at_its_gmail_cap_spills_to_the_warm_ips(shaping: LabHandle) -> None:
