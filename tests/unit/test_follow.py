@@ -293,14 +293,15 @@ def test_agent_delivery_reads_through_the_follower(tmp_path: Path) -> None:
     append(log, f"{stamp} mta1 {IDENT}[1]: {SENT}\n", f"{stamp} mta1 postfix/sf_198_51_100_72_gmail/smtp[2]: {SENT}\n")
     cfg = agent.Config({"zones_file": str(tmp_path / "zones.yml"), "log_source": str(log),
                         "delivery_file": str(tmp_path / "delivery.json"), "textfile_dir": str(tmp_path),
-                        "providers": {"gmail": ["gmail.test"]},
+                        "shaping": {"classes": {"gmail": {}, "other": {}}},
                         "members": [{"ip": "198.51.100.72", "pool": "p", "transport": "sf_198_51_100_72"}]},
                        "config.json")
     assert agent.cmd_delivery(cfg) == 0
     data = json.loads((tmp_path / "delivery.json").read_text())
-    assert data["totals"] == [{"ip": "198.51.100.72", "provider": "gmail", "status": "sent", "count": 2}]
+    assert data["totals"] == [{"ip": "198.51.100.72", "provider": "gmail", "status": "sent", "count": 1},
+                              {"ip": "198.51.100.72", "provider": "other", "status": "sent", "count": 1}]
     assert data["position"] == {"source": str(log), "inode": log.stat().st_ino, "offset": log.stat().st_size}
     append(log, f"{stamp} mta1 {IDENT}[1]: {SENT}\n")
     agent.cmd_delivery(cfg)
     data = json.loads((tmp_path / "delivery.json").read_text())
-    assert data["totals"][0]["count"] == 3
+    assert [r["count"] for r in data["totals"]] == [1, 2]

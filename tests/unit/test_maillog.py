@@ -23,6 +23,7 @@ BOUNCED = (
     "command))"
 )
 IDENT = "postfix/sf_198_51_100_72/smtp"
+TRANSPORT_IDENT = "postfix/sf_198_51_100_72"
 
 
 def test_parse_sent_deferred_bounced() -> None:
@@ -53,26 +54,34 @@ def test_file_lines() -> None:
     assert iso is not None and iso[1] == IDENT
 
 
-def test_book_counts_per_ip_provider_and_hour() -> None:
-    book = maillog.DeliveryBook({"sf_198_51_100_72": "198.51.100.72"}, {"gmail": ["gmail.test"]})
-    for line, ts in ((SENT, 3600.0), (SENT, 3700.0), (DEFERRED, 7300.0), (BOUNCED, 7300.0)):
-        d = maillog.parse_delivery(IDENT, line, ts)
+CLASSES = ("gmail", "yahoo", "outlook")
+
+
+def test_book_counts_per_ip_class_and_hour() -> None:
+    book = maillog.DeliveryBook({"sf_198_51_100_72": "198.51.100.72"}, CLASSES)
+    # the transport says the class, whatever the recipient domain (gmail.test through the IP's own transport
+    # is `other`; yahoo.test and outlook.test through their class transports are yahoo and outlook)
+    for ident, line, ts in ((IDENT, SENT, 3600.0), (f"{TRANSPORT_IDENT}_gmail/smtp", SENT, 3700.0),
+                            (f"{TRANSPORT_IDENT}_yahoo/smtp", DEFERRED, 7300.0),
+                            (f"{TRANSPORT_IDENT}_outlook/smtp", BOUNCED, 7300.0)):
+        d = maillog.parse_delivery(ident, line, ts)
         assert d is not None
         book.add(d)
     assert book.totals == {
-        ("198.51.100.72", "gmail", "sent"): 2,
-        ("198.51.100.72", "yahoo.test", "deferred"): 1,
-        ("198.51.100.72", "outlook.test", "bounced"): 1,
+        ("198.51.100.72", "other", "sent"): 1,
+        ("198.51.100.72", "gmail", "sent"): 1,
+        ("198.51.100.72", "yahoo", "deferred"): 1,
+        ("198.51.100.72", "outlook", "bounced"): 1,
     }
     assert set(book.hours) == {"1970-01-01T01", "1970-01-01T02"}
     assert book.last_sent == {"198.51.100.72": 3700.0}
-    again = maillog.DeliveryBook(book.ips, book.providers)
+    again = maillog.DeliveryBook(book.ips, book.classes)
     again.load(book.as_dict())
     assert again.totals == book.totals and again.hours == book.hours and again.reasons == book.reasons
-    summary = maillog.summarise(book.as_dict()["hours"], "1970-01-01T02", [])
+    summary = maillog.summarise(book.as_dict()["hours"], "1970-01-01T02", [], CLASSES)
     assert summary.rows == [
-        {"ip": "198.51.100.72", "provider": "outlook.test", "sent": 0, "deferred": 0, "bounced": 1},
-        {"ip": "198.51.100.72", "provider": "yahoo.test", "sent": 0, "deferred": 1, "bounced": 0},
+        {"ip": "198.51.100.72", "provider": "outlook", "sent": 0, "deferred": 0, "bounced": 1},
+        {"ip": "198.51.100.72", "provider": "yahoo", "sent": 0, "deferred": 1, "bounced": 0},
     ]
     book.prune(1, 7300.0 + 3600)
     assert set(book.hours) == {"1970-01-01T02"}
@@ -109,13 +118,14 @@ def test_class_transports_count_under_their_ip() -> None:
     plain = maillog.parse_delivery(IDENT, SENT, 1.0)
     assert plain is not None and plain.klass == "other"
     # the book's own name for the IP wins over the one the transport encodes
-    book = maillog.DeliveryBook({"sf_198_51_100_72": "ip-a"}, {"gmail": ["gmail.test"]})
+    book = maillog.DeliveryBook({"sf_198_51_100_72": "ip-a"}, CLASSES)
     book.add(d)
     book.add(plain)
     g = maillog.parse_delivery("postfix/sf_198_51_100_73_gmail/smtp", SENT, 1.0)
     assert g is not None
     book.add(g)
-    assert book.totals == {("ip-a", "gmail", "sent"): 2, ("198.51.100.73", "gmail", "sent"): 1}
+    assert book.totals == {("ip-a", "gmail", "sent"): 1, ("ip-a", "other", "sent"): 1,
+                           ("198.51.100.73", "gmail", "sent"): 1}
 
 
 GMAIL_421 = (
@@ -239,3 +249,39 @@ def test_reasons_keep_the_whole_reply_and_group_greetings_refused() -> None:
     refused = "delivery temporarily suspended: host mx[198.51.100.25] refused to talk to me: 421 4.7.0 Try again later"
     g = maillog.parse_delivery(IDENT, _line("4.7.0", "deferred", refused), 1.0)
     assert g is not None and g.reason == "421 4.7.0 Try again later"
+
+
+def test_an_older_state_file_labelled_by_domain_loads_into_other() -> None:
+    # delivery.json written when the label was the recipient domain (or a name of a domain list)
+    old = {
+        "totals": [
+            {"ip": "198.51.100.72", "provider": "gmail", "status": "sent", "count": 5},
+            {"ip": "198.51.100.72", "provider": "smallbiz.test", "status": "sent", "count": 2},
+            {"ip": "198.51.100.72", "provider": "example.org", "status": "sent", "count": 3},
+            {"ip": "198.51.100.72", "provider": "unknown", "status": "bounced", "count": 1},
+        ],
+        "hours": {"1970-01-01T01": [{"ip": "198.51.100.72", "provider": "example.org", "status": "deferred",
+                                      "count": 7}]},
+        "reasons": [
+            {"ip": "198.51.100.72", "provider": "a.test", "status": "deferred", "reason": "421 busy", "count": 2},
+            {"ip": "198.51.100.72", "provider": "b.test", "status": "deferred", "reason": "421 busy", "count": 3},
+        ],
+    }
+    book = maillog.DeliveryBook({"sf_198_51_100_72": "198.51.100.72"}, CLASSES)
+    book.load(old)
+    assert book.totals == {
+        ("198.51.100.72", "gmail", "sent"): 5,
+        ("198.51.100.72", "other", "sent"): 5,
+        ("198.51.100.72", "other", "bounced"): 1,
+    }
+    assert book.hours == {"1970-01-01T01": {("198.51.100.72", "other", "deferred"): 7}}
+    assert book.reasons == {("198.51.100.72", "other", "deferred", "421 busy"): 5}
+    # a class the config no longer has counts as other too
+    assert maillog.DeliveryBook({}, ("yahoo",)).classes == ("yahoo",)
+    assert maillog.provider_label("gmail", ("yahoo",)) == "other"
+    assert maillog.provider_label("other", ()) == "other"
+    summary = maillog.summarise(old["hours"], "1970-01-01T00", old["reasons"], CLASSES)
+    assert summary.rows == [{"ip": "198.51.100.72", "provider": "other", "sent": 0, "deferred": 7, "bounced": 0}]
+    assert summary.reasons == [
+        {"ip": "198.51.100.72", "provider": "other", "status": "deferred", "reason": "421 busy", "count": 5}
+    ]

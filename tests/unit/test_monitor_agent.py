@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sendfleet.core import drain
+from sendfleet.core import drain, maillog
 from sendfleet.core.metrics import parse, samples_of
 from sendfleet.errors import UsageError
 from sendfleet.monitor import agent
@@ -158,3 +158,27 @@ def test_an_ip_suspended_for_class_other_leaves_the_randmaps_only(tmp_path: Any)
     assert maps is not None and "sf_198_51_100_72" not in maps and maps.count("sf_198_51_100_73") == 20
     assert changes["sf_198_51_100_73_destination_concurrency_limit"] == "2"  # the IP's own transport
     assert agent.suspended(cfg) == ["198.51.100.72"]
+
+
+def test_delivery_series_are_bounded_by_ips_classes_and_statuses() -> None:
+    classes = {"gmail": {}, "yahoo": {}, "outlook": {}, "other": {}}
+    cfg = config(shaping={"classes": classes})
+    book = maillog.DeliveryBook(cfg.transports, cfg.classes)
+    statuses = ("sent", "deferred", "bounced")
+    reply = "(host mx[198.51.100.20] said: 450 4.2.0 mailbox busy (in reply to RCPT TO command))"
+    for i in range(5000):  # 5,000 distinct recipient domains through the IP's own transport
+        st = statuses[i % 3]
+        line = (f"Q{i}: to=<u@d{i}.example>, relay=mx[198.51.100.20]:25, delay=0.1, dsn=2.0.0, status={st}"
+                + (f" {reply}" if st != "sent" else " (250 ok)"))
+        d = maillog.parse_delivery(f"postfix/sf_198_51_100_{70 + i % 4}/smtp", line, float(i))
+        assert d is not None
+        book.add(d)
+    rows = samples_of(parse(agent.delivery_metrics(book, cfg, 1.0)), "sendfleet_delivery_total")
+    ips = {m["ip"] for m in cfg.members} | {"198.51.100.71"}  # .71: not a member, counted under its name
+    assert len(rows) <= len(ips) * len(classes) * len(statuses)
+    assert len(book.totals) <= len(ips) * len(statuses)  # every one of them is class other
+    assert {lbl["provider"] for lbl, _ in rows} == set(classes)
+    assert sum(n for lbl, n in rows if lbl["provider"] == "other") == 5000
+    assert sum(n for lbl, n in rows if lbl["ip"] == "198.51.100.70" and lbl["status"] == "deferred") == 417
+    reasons = samples_of(parse(agent.delivery_metrics(book, cfg, 1.0)), "sendfleet_delivery_reason_total")
+    assert {lbl["provider"] for lbl, _ in reasons} == {"other"}

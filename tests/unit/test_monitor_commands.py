@@ -108,19 +108,23 @@ def test_warmup_plan_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_report_table_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     inv = inventory(tmp_path)
-    book = maillog.DeliveryBook({"sf_198_51_100_72": "198.51.100.72"}, {"gmail": ["gmail.test"]})
+    book = maillog.DeliveryBook({"sf_198_51_100_72": "198.51.100.72"}, ("gmail", "yahoo"))
     now = time.time()
     line_sent = ("Q1: to=<a@gmail.test>, relay=sink[198.51.100.20]:25, delay=0.1, delays=0/0/0/0, dsn=2.0.0, "
                  "status=sent (250 ok)")
     line_def = ("Q2: to=<b@yahoo.test>, relay=sink[198.51.100.20]:25, delay=0.1, delays=0/0/0/0, dsn=4.7.0, "
                 "status=deferred (host sink[198.51.100.20] said: 421 4.7.0 rate limited (in reply to RCPT TO command))")
-    for line, ts in ((line_sent, now), (line_sent, now - 600), (line_def, now), (line_sent, now - 48 * 3600)):
-        d = maillog.parse_delivery("postfix/sf_198_51_100_72/smtp", line, ts)
+    for line, ts, klass in ((line_sent, now, "_gmail"), (line_sent, now - 600, "_gmail"), (line_def, now, "_yahoo"),
+                            (line_sent, now - 48 * 3600, "_gmail"), (line_sent, now, "")):
+        d = maillog.parse_delivery(f"postfix/sf_198_51_100_72{klass}/smtp", line, ts)
         assert d is not None
         book.add(d)
     host_dir = tmp_path / "data" / "mta1"
     host_dir.mkdir(parents=True)
-    (host_dir / "delivery.json").write_text(json.dumps(book.as_dict()))
+    old = book.as_dict()  # plus a row of a file written when labels were recipient domains: shown as other
+    old["hours"][maillog.hour_key(now)].append({"ip": "198.51.100.72", "provider": "smallbiz.test", "status": "sent",
+                                                "count": 4})
+    (host_dir / "delivery.json").write_text(json.dumps(old))
     (host_dir / "state.json").write_text(json.dumps(
         {"ips": {"198.51.100.72": {"pool": "transactional", "status": "drained"}},
          "verdicts": {"198.51.100.72": {"verdict": "listed"}}}))
@@ -130,7 +134,9 @@ def test_report_table_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture
     report = json.loads(capsys.readouterr().out)
     rows = {(r["ip"], r["provider"]): r for r in report["rows"]}
     assert rows[("198.51.100.72", "gmail")]["sent"] == 2  # the one 48 h ago is outside the window
-    assert rows[("198.51.100.72", "yahoo.test")]["deferred"] == 1
+    assert rows[("198.51.100.72", "yahoo")]["deferred"] == 1
+    assert rows[("198.51.100.72", "other")]["sent"] == 5
+    assert {r["provider"] for r in report["rows"]} == {"gmail", "yahoo", "other"}
     assert report["reasons"][0]["reason"] == "421 4.7.0 rate limited"
     assert report["ips"][0]["status"] == "drained"
     assert len(report["per_hour"]) == 24

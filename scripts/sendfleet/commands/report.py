@@ -1,7 +1,10 @@
 """`sendfleet report -i INVENTORY [--hours N] [--png FILE] [--format table|json]`: deliveries per sending IP
-and destination provider (sent / deferred / bounced) over the last N hours, the top deferral and bounce
+and provider class (sent / deferred / bounced) over the last N hours, the top deferral and bounce
 reasons, and each IP's monitor status (in service / drained), as counted on every sender by the
-dnsbl_monitor role (its delivery timer reads Postfix's log). `--png` draws a chart of the window."""
+dnsbl_monitor role (its delivery timer reads Postfix's log). The provider of a count is the class of the
+transport that carried the mail (`other`: the IP's own transport); a count a sender filed under anything else
+(a recipient domain, in a state file written before the labels were classes) shows as `other`. `--png` draws a
+chart of the window."""
 
 from __future__ import annotations
 
@@ -9,13 +12,17 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sendfleet.core import maillog
 from sendfleet.errors import EXIT_OK, EXIT_PROBLEMS, CannotCheckError, UsageError
 from sendfleet.inventory_io import add_inventory_options
+
+if TYPE_CHECKING:
+    from sendfleet.core.inventory import Inventory
 
 STATE_DIR = "/var/lib/sendfleet/monitor"
 
@@ -23,7 +30,7 @@ STATE_DIR = "/var/lib/sendfleet/monitor"
 def register(sub: Any) -> None:
     parser = sub.add_parser(
         "report", help="deliveries per sending IP and provider, with a PNG chart",
-        description="Deliveries (sent, deferred, bounced) per sending IP and destination provider over a window, "
+        description="Deliveries (sent, deferred, bounced) per sending IP and provider class over a window, "
         "read from the monitor on every sender, with the top reasons; optionally a PNG chart.",
         epilog="example: sendfleet report -i inventories/prod --hours 24 --png deliveries.png")
     add_inventory_options(parser)
@@ -37,11 +44,9 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=_run)
 
 
-def _fetch(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    from sendfleet.inventory_io import inventory_from_args
+def _fetch(args: argparse.Namespace, inv: Inventory) -> dict[str, dict[str, Any]]:
     from sendfleet.monitor import remote
 
-    inv = inventory_from_args(args)
     hosts = inv.group(args.group)
     if not hosts:
         raise UsageError(f"{inv.path}: no host in group {args.group!r}")
@@ -66,7 +71,10 @@ def _fetch(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return out
 
 
-def build_report(data: dict[str, dict[str, Any]], hours: int, now: float) -> dict[str, Any]:
+def build_report(
+    data: dict[str, dict[str, Any]], hours: int, now: float, classes: Collection[str]
+) -> dict[str, Any]:
+    """`classes`: the inventory's provider classes (a count labelled otherwise shows as `other`)."""
     since = maillog.hour_key(now - (hours - 1) * 3600)
     end = datetime.fromtimestamp(now, UTC)
     window = [(end - timedelta(hours=h)).strftime("%Y-%m-%dT%H") for h in range(hours - 1, -1, -1)]
@@ -85,7 +93,7 @@ def build_report(data: dict[str, dict[str, Any]], hours: int, now: float) -> dic
         if not delivery:
             missing.append(host)
         hours_data = {h: r for h, r in (delivery.get("hours") or {}).items() if h >= since}
-        summary = maillog.summarise(hours_data, since, delivery.get("reasons") or [])
+        summary = maillog.summarise(hours_data, since, delivery.get("reasons") or [], classes)
         rows += [{"host": host, **r} for r in summary.rows]
         reasons += [{"host": host, **r} for r in summary.reasons]
         for h, rs in hours_data.items():
@@ -122,7 +130,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--hours {args.hours}: expected 1..744")
     if args.png is not None and not args.png.parent.is_dir():
         raise UsageError(f"--png {args.png}: no such directory {args.png.parent}")
-    report = build_report(_fetch(args), args.hours, time.time())
+    from sendfleet.inventory_io import inventory_from_args
+
+    inv = inventory_from_args(args)
+    report = build_report(_fetch(args, inv), args.hours, time.time(), set(inv.classes))
     if args.png is not None:
         from sendfleet.monitor.chart import draw_report, write_png
 
@@ -138,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console() if sys.stdout.isatty() else Console(width=200)
-    table = Table(title=f"deliveries in the last {args.hours} h per sending IP and provider")
+    table = Table(title=f"deliveries in the last {args.hours} h per sending IP and provider class")
     for col in ("host", "ip", "provider", "sent", "deferred", "bounced", "deferred %"):
         table.add_column(col, justify="right" if col in ("sent", "deferred", "bounced", "deferred %") else "left")
     for r in report["rows"]:

@@ -1,5 +1,5 @@
-"""Delivery results per sending IP and per destination provider, and providers' SMTP replies per (sending
-IP, provider class), from Postfix's log. Pure: lines in, counts and replies out.
+"""Delivery results and providers' SMTP replies per (sending IP, provider class), from Postfix's log. Pure:
+lines in, counts and replies out.
 
 Each transport of the postfix role logs under its own syslog name: the per-IP transport
 (`-o syslog_name=postfix/sf_198_51_100_72`, class `other`) and one per IP and provider class
@@ -11,13 +11,17 @@ line names the IP and the class that carried it:
 
 Lines of other services (the `retry`/`error` transports deferring mail of a suspended destination, local
 delivery) carry no sending IP and are not counted per IP. One line = one recipient delivery attempt.
+
+The destination of a count is the provider class of the transport that carried the mail, never the recipient
+domain: the shaper chose the transport from the domain's MX hosts, so a Google Workspace domain counts as
+`gmail`, and the counters stay bounded by IPs x classes x statuses whatever the recipients.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -202,12 +206,11 @@ def parse_file_line(line: str, year: int) -> tuple[float, str, str] | None:
     return when.timestamp(), m.group("ident"), m.group("msg")
 
 
-def provider_of(domain: str, providers: Mapping[str, Iterable[str]]) -> str:
-    """The provider a recipient domain belongs to (a name of `providers`), else the domain itself."""
-    for name, domains in providers.items():
-        if domain in domains:
-            return name
-    return domain or "unknown"
+def provider_label(name: str, classes: Collection[str]) -> str:
+    """The provider label of a count: `name` when it is one of `classes` (or `other`), else `other`. Counts
+    of a class no longer configured, and the recipient domains that labelled the counts of older state files
+    (`example.org`, `unknown`), go to `other`: what the per-IP transport carries."""
+    return name if name == poolmap.OTHER_CLASS or name in classes else poolmap.OTHER_CLASS
 
 
 def hour_key(time: float) -> str:
@@ -216,14 +219,16 @@ def hour_key(time: float) -> str:
 
 @dataclass
 class DeliveryBook:
-    """Counters per (ip, provider, status) in total and per hour, and reasons per (ip, provider, status).
+    """Counters per (ip, provider, status) in total and per hour, and reasons per (ip, provider, status);
+    the provider is the class of the transport that carried the mail (`provider_label`).
 
-    `ips`: transport -> IP (the per-IP transports). A class transport (`sf_<slug>_gmail`) counts under the
-    IP of its per-IP transport. A transport the book does not know (an IP since removed) is counted under
-    the IP its name encodes when it can be read back, else under the transport name."""
+    `classes`: the configured provider classes (`other` is always known). `ips`: transport -> IP (the per-IP
+    transports). A class transport (`sf_<slug>_gmail`) counts under the IP of its per-IP transport. A transport
+    the book does not know (an IP since removed) is counted under the IP its name encodes when it can be read
+    back, else under the transport name."""
 
     ips: Mapping[str, str]
-    providers: Mapping[str, Iterable[str]]
+    classes: Collection[str]
     totals: dict[tuple[str, str, str], int] = field(default_factory=dict)
     hours: dict[str, dict[tuple[str, str, str], int]] = field(default_factory=dict)
     reasons: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
@@ -241,7 +246,7 @@ class DeliveryBook:
         if d.status not in STATUSES:
             return
         ip = self.ip_of(d.transport)
-        key = (ip, provider_of(d.recipient_domain, self.providers), d.status)
+        key = (ip, provider_label(d.klass, self.classes), d.status)
         self.totals[key] = self.totals.get(key, 0) + 1
         bucket = self.hours.setdefault(hour_key(d.time), {})
         bucket[key] = bucket.get(key, 0) + 1
@@ -279,18 +284,25 @@ class DeliveryBook:
         }
 
     def load(self, data: Mapping[str, Any]) -> None:
+        """Read a state file back; rows whose provider is not a known class (a recipient domain of an older
+        file) are summed into `other`, so no count is lost and no old label comes back."""
+
+        def label(r: Mapping[str, Any]) -> str:
+            return provider_label(str(r["provider"]), self.classes)
+
         def read(rows: Any) -> dict[tuple[str, str, str], int]:
             out: dict[tuple[str, str, str], int] = {}
             for r in rows or []:
-                out[(str(r["ip"]), str(r["provider"]), str(r["status"]))] = int(r["count"])
+                key = (str(r["ip"]), label(r), str(r["status"]))
+                out[key] = out.get(key, 0) + int(r["count"])
             return out
 
         self.totals = read(data.get("totals"))
         self.hours = {str(h): read(rows) for h, rows in (data.get("hours") or {}).items()}
-        self.reasons = {
-            (str(r["ip"]), str(r["provider"]), str(r["status"]), str(r["reason"])): int(r["count"])
-            for r in data.get("reasons") or []
-        }
+        self.reasons = {}
+        for r in data.get("reasons") or []:
+            rkey = (str(r["ip"]), label(r), str(r["status"]), str(r["reason"]))
+            self.reasons[rkey] = self.reasons.get(rkey, 0) + int(r["count"])
         self.last_sent = {str(k): float(v) for k, v in (data.get("last_sent") or {}).items()}
 
 
@@ -332,16 +344,29 @@ class Summary:
 
 
 def summarise(
-    hours: Mapping[str, Iterable[Mapping[str, Any]]], since_hour: str, reasons: Iterable[Mapping[str, Any]]
+    hours: Mapping[str, Iterable[Mapping[str, Any]]],
+    since_hour: str,
+    reasons: Iterable[Mapping[str, Any]],
+    classes: Collection[str],
 ) -> Summary:
-    """Sum hourly rows (ip, provider, status, count) from `since_hour` on, into rows per (ip, provider)."""
+    """Sum hourly rows (ip, provider, status, count) from `since_hour` on, into rows per (ip, provider); a
+    provider that is not one of `classes` counts as `other` (`provider_label`), in the rows and the reasons."""
     acc: dict[tuple[str, str], dict[str, int]] = {}
     for hour, rows in hours.items():
         if hour < since_hour:
             continue
         for r in rows:
-            cell = acc.setdefault((str(r["ip"]), str(r["provider"])), dict.fromkeys(STATUSES, 0))
+            cell = acc.setdefault((str(r["ip"]), provider_label(str(r["provider"]), classes)),
+                                  dict.fromkeys(STATUSES, 0))
             if r["status"] in cell:
                 cell[str(r["status"])] += int(r["count"])
     out = [{"ip": ip, "provider": prov, **counts} for (ip, prov), counts in sorted(acc.items())]
-    return Summary(out, [dict(r) for r in reasons])
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in reasons:
+        row = {**r, "provider": provider_label(str(r["provider"]), classes)}
+        key = (row.get("ip"), row["provider"], row.get("status"), row.get("reason"))
+        if key in merged:
+            merged[key]["count"] = int(merged[key]["count"]) + int(row["count"])
+        else:
+            merged[key] = row
+    return Summary(out, list(merged.values()))

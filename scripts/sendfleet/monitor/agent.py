@@ -99,9 +99,6 @@ class Config:
             self.lock_file = Path(data.get("lock_file", "/run/sendfleet-monitor.lock"))
             self.apply_postfix = bool(data.get("apply_postfix", True))
             self.postfix_config_dir = Path(data.get("postfix_config_dir", "/etc/postfix"))
-            self.providers: dict[str, list[str]] = {
-                str(k): [str(d).lower() for d in v] for k, v in (data.get("providers") or {}).items()
-            }
             self.log_source = str(data.get("log_source", "auto"))
             self.keep_hours = int(data.get("keep_hours", 168))
             self.reasons_top = int(data.get("reasons_top", 10))
@@ -388,20 +385,22 @@ def monitor_metrics(cfg: Config, state: Mapping[str, Any]) -> str:
 
 
 def delivery_metrics(book: maillog.DeliveryBook, cfg: Config, last_run: float) -> str:
-    total = Family("sendfleet_delivery_total", "Delivery attempts per sending IP, provider and status", "counter")
+    total = Family(
+        "sendfleet_delivery_total", "Delivery attempts per sending IP, provider class and status", "counter"
+    )
     reasons = Family(
-        "sendfleet_delivery_reason_total", "Top deferral/bounce reasons per IP, provider and status", "counter"
+        "sendfleet_delivery_reason_total", "Top deferral/bounce reasons per IP, provider class and status", "counter"
     )
     last_sent = Family("sendfleet_delivery_last_sent_timestamp_seconds", "Last successful delivery through the IP")
     run = Family("sendfleet_delivery_last_run_timestamp_seconds", "End of the last log scan")
     ips = list(dict.fromkeys([m["ip"] for m in cfg.members] + sorted({k[0] for k in book.totals})))
-    providers = sorted({k[1] for k in book.totals} | set(cfg.providers))
+    # every (IP, class, status) of the config, zeros included (a rate needs the series before its first
+    # count): IPs x classes x statuses series, whatever the recipients
+    providers = sorted({*cfg.classes, poolmap.OTHER_CLASS})  # the book labels every count with one of them
     for ip in ips:
         for prov in providers:
             for st in maillog.STATUSES:
-                n = book.totals.get((ip, prov, st), 0)
-                if n or prov in cfg.providers:
-                    total.add(n, ip=ip, provider=prov, status=st)
+                total.add(book.totals.get((ip, prov, st), 0), ip=ip, provider=prov, status=st)
     for (ip, prov, st, reason), n in book.top_reasons(cfg.reasons_top):
         reasons.add(n, ip=ip, provider=prov, status=st, reason=reason)
     for ip, ts in sorted(book.last_sent.items()):
@@ -571,7 +570,7 @@ def log_source(cfg: Config) -> str:
 
 def cmd_delivery(cfg: Config) -> int:
     data: dict[str, Any] = read_json(cfg.delivery_file, {})
-    book = maillog.DeliveryBook(cfg.transports, cfg.providers)
+    book = maillog.DeliveryBook(cfg.transports, cfg.classes)
     book.load(data)
     position: dict[str, Any] = dict(data.get("position") or {})
     source = log_source(cfg)
