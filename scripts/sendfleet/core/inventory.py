@@ -64,7 +64,7 @@ VARIABLES = (
     "dns_update_port", "dns_tsig_key_name", "dns_tsig_algorithm", "dns_tsig_secret", "dns_resolver",
     "dns_resolver_port", "dns_ttl", "rdns_gate", "dkim_keys_dir", "sending_ips", "host_domain",
     "sending_ips_require_vetted", "postfix_sasl", "provider_classes", "shaping_rules", "postfix_transport_limits",
-    "postfix_providers",
+    "postfix_providers", "dnsbl_monitor_providers",
 )
 
 DEFAULT_TTL = 3600
@@ -858,7 +858,7 @@ def _build(
             f"{v.where('postfix_sasl')}: postfix_sasl: the senders do not offer SASL authentication; submit from"
             " app_networks (an authenticated submission service of yours can relay from there)"
         )
-    for gone in ("postfix_transport_limits", "postfix_providers"):
+    for gone in ("postfix_transport_limits", "postfix_providers", "dnsbl_monitor_providers"):
         if v.get(gone) is not None:
             problems.found.append(
                 f"{v.where(gone)}: {gone}: replaced by provider_classes (limits per sending IP and provider class,"

@@ -446,19 +446,7 @@ def cmd_check(cfg: Config) -> int:
         for z in zstat:
             if z["status"] != ZoneStatus.OK.value and "error" not in extra:
                 log(f"zone {z['zone']} {z['status']}: {z['detail']} (its answers count as unknown)", 4)
-        events: list[dict[str, Any]] = list(state.get("events") or [])
-        for action in result.actions:
-            level = {"drain": 4, "blocked": 3, "listed_no_drain": 4, "restore": 5}.get(action.kind, 6)
-            log(action.message() + " evidence=" + json.dumps([dict(e) for e in action.evidence], sort_keys=True),
-                level)
-            events.append({"time": now, **action.as_dict()})
-        state["events"] = events[-MAX_EVENTS:]
-        error: SendfleetError | None = None
-        try:
-            sync_selection(cfg, state)
-        except SendfleetError as err:
-            error = err
-            log(f"postfix not changed: {err}", 3)
+        error = record_and_sync(cfg, state, result.actions, now)
         end = time.time()
         state["last_run_ts"] = end
         if check_ok:
@@ -498,23 +486,31 @@ def drain_on_reply(cfg: Config, ip: str, evidence: Mapping[str, Any]) -> None:
         result = drain.listed_by(previous, cfg.pairs, ip, [evidence], cfg.settings, now)
         state["ips"] = {i: s.as_dict() for i, s in result.states.items()}
         state.setdefault("version", STATE_VERSION)
-        events: list[dict[str, Any]] = list(state.get("events") or [])
-        for action in result.actions:
-            level = {"drain": 4, "blocked": 3, "listed_no_drain": 4}.get(action.kind, 6)
-            log(action.message(), level)
-            events.append({"time": now, **action.as_dict()})
-        state["events"] = events[-MAX_EVENTS:]
-        error: SendfleetError | None = None
-        try:
-            sync_selection(cfg, state)
-        except SendfleetError as err:
-            error = err
-            log(f"postfix not changed: {err}", 3)
+        error = record_and_sync(cfg, state, result.actions, now)
         write_atomic(cfg.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
         write_atomic(cfg.textfile_dir / "sendfleet_monitor.prom", monitor_metrics(cfg, state))
         write_fact(cfg, state)
         if error is not None:
             raise error
+
+
+def record_and_sync(
+    cfg: Config, state: dict[str, Any], actions: Sequence[drain.Action], now: str
+) -> SendfleetError | None:
+    """Journal and record the drain machinery's actions in `state`, then make Postfix match it; the error that
+    kept Postfix unchanged, if any (the state is written all the same)."""
+    events: list[dict[str, Any]] = list(state.get("events") or [])
+    for action in actions:
+        level = {"drain": 4, "blocked": 3, "listed_no_drain": 4, "restore": 5}.get(action.kind, 6)
+        log(action.message() + " evidence=" + json.dumps([dict(e) for e in action.evidence], sort_keys=True), level)
+        events.append({"time": now, **action.as_dict()})
+    state["events"] = events[-MAX_EVENTS:]
+    try:
+        sync_selection(cfg, state)
+    except SendfleetError as err:
+        log(f"postfix not changed: {err}", 3)
+        return err
+    return None
 
 
 def write_fact(cfg: Config, state: Mapping[str, Any]) -> None:
