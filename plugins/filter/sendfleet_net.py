@@ -11,7 +11,8 @@ agent and `sendfleet warmup plan` call the same functions).
 - ``sending_ips | sf_pool_randmap(pool, prefix)`` -> ``randmap:{...}`` of a pool's transports (weights repeat).
 - ``sending_ips | sf_pools_in_service`` -> the pools with a positive total weight (0 = drained).
 - ``sending_ips | sf_pool_maps(prefix)`` -> the sender_dependent_default_transport_maps entries, one per pool.
-- ``entry | sf_transport_params(prefix, limits)`` -> {parameter: value} of the entry's transport limits in main.cf.
+- ``entry | sf_transport_params(prefix, limits, throttled)`` -> {parameter: value} of the entry's transport limits
+  in main.cf (a throttle of its class other path from the monitor's local fact lowers its connections).
 - ``value | sf_seconds``     -> a Postfix time value (``2m``) in seconds.
 - ``values | sf_duplicates`` -> the entries occurring more than once.
 - ``ips | sf_in_networks(nets)`` -> the addresses of ``ips`` contained in one of ``nets``.
@@ -109,9 +110,17 @@ def sf_pool_maps(sending_ips: Any, prefix: str = "sf", table_dir: str = "/etc/po
     return poolmap.pool_maps(sending_ips, prefix, table_dir)
 
 
-def sf_transport_params(entry: Any, prefix: str, limits: Any) -> dict[str, str]:
-    """The main.cf limits of the entry's transport: its own warm-up ``limits`` where set, else ``limits``."""
-    return poolmap.transport_params(poolmap.transport_name(entry["ip"], prefix), entry.get("limits") or {}, limits)
+def sf_transport_params(entry: Any, prefix: str, limits: Any, throttled: Any = None) -> dict[str, str]:
+    """The main.cf limits of the entry's transport: its own warm-up ``limits`` where set, else ``limits``; a
+    throttle of the shaper on its class other path (``throttled``: {"ip other": connections}, the monitor agent's
+    local fact) lowers its connections."""
+    transport = poolmap.transport_name(entry["ip"], prefix)
+    out = poolmap.transport_params(transport, entry.get("limits") or {}, limits)
+    conns = (throttled or {}).get(f"{entry['ip']} other")
+    if conns is not None:
+        param = f"{transport}_destination_concurrency_limit"
+        out[param] = str(min(int(conns), int(out[param])))
+    return out
 
 
 class FilterModule:

@@ -55,3 +55,12 @@ def test_pool_maps_list_each_transport_weight_times(entries: list[tuple[int, str
                 assert members.count(f"sf_198_51_100_{octet}") == expected
 
 
+
+
+def test_transport_params_take_a_class_other_throttle() -> None:
+    entry = {"ip": "198.51.100.71", "pool": "t"}
+    defaults = {"concurrency_limit": 6, "rate_delay": "0s", "recipient_limit": 50}
+    assert net.sf_transport_params(entry, "sf", defaults)["sf_198_51_100_71_destination_concurrency_limit"] == "6"
+    throttled = {"198.51.100.71 other": 2, "198.51.100.71 gmail": 1}
+    out = net.sf_transport_params(entry, "sf", defaults, throttled)
+    assert out["sf_198_51_100_71_destination_concurrency_limit"] == "2"

@@ -887,3 +887,22 @@ def test_a_throttle_cannot_change_messages_per_connection() -> None:
     with pytest.raises(shaping.ShapingError, match=r"rules\[0\]\.limits\.messages_per_connection: a throttle cannot"):
         shaping.parse_classes({"other": {"limits": {"connections": 2, "messages_per_connection": 10},
                                          "rules": [rule]}})
+
+
+def test_a_refused_suspension_is_said_once_and_retried_when_another_ip_is_usable() -> None:
+    rule = shaping.Rule("rate", "suspend", 421, "4.7.28", None, 600)
+    states, e1 = shaping.react({}, "a", "gmail", rule, "421 4.7.28 x", 100.0, ["a", "b"], {"b": False})
+    states, e2 = shaping.react(states, "a", "gmail", rule, "421 4.7.28 x", 101.0, ["a", "b"], {"b": False})
+    assert (e1.kind, e2.kind) == ("blocked", "hold")
+    states, e3 = shaping.react(states, "a", "gmail", rule, "421 4.7.28 x", 102.0, ["a", "b"], {"b": True})
+    assert e3.kind == "suspend" and states[shaping.key("a", "gmail")].status == shaping.SUSPENDED
+
+
+def test_a_milder_throttle_never_loosens_a_stricter_one() -> None:
+    strict = shaping.Rule("strict", "throttle", 421, None, None, 1800, {"connections": 1, "messages_per_minute": 10})
+    mild = shaping.Rule("mild", "throttle", 421, None, None, 900, {"connections": 2})
+    states, _ = shaping.react({}, "a", "gmail", strict, "421 a", 0.0, ["a", "b"], {"b": True})
+    states, event = shaping.react(states, "a", "gmail", mild, "421 b", 60.0, ["a", "b"], {"b": True})
+    path = states[shaping.key("a", "gmail")]
+    assert event.kind == "throttle"
+    assert dict(path.limits) == {"connections": 1, "messages_per_minute": 10} and path.until == 1800.0

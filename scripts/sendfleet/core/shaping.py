@@ -475,6 +475,9 @@ def react(
     if rule.action == "suspend":
         others = [o for o in pool_ips if o != ip and usable.get(o, False)]
         if not others and not suspend_last:
+            if old.blocked and old.rule == rule.name and not old.active(now):
+                # refused already, and still the last usable IP: said once, not at every deferral
+                return out, Event("hold", ip, klass, "suspension still refused (last usable IP)", rule.name, short)
             out[k] = replace(old, blocked=True, reply=short, rule=rule.name, since=old.since or now)
             reason = (f"rule {rule.name} asks to suspend, NOT suspended: the last usable IP of its pool for class "
                       f"{klass} (suspend_last is off); mail keeps flowing")
@@ -482,9 +485,16 @@ def react(
         out[k] = PathState(ip, klass, SUSPENDED, until, now, rule.name, short, {}, "rule", False)
         return out, Event("suspend", ip, klass, f"rule {rule.name} for {format_duration(rule.duration or 0)}",
                           rule.name, short, until)
-    out[k] = PathState(ip, klass, THROTTLED, until, now, rule.name, short, dict(rule.limits), "rule", False)
-    return out, Event("throttle", ip, klass, f"rule {rule.name} for {format_duration(rule.duration or 0)}: "
-                      + ", ".join(f"{a} {b}" for a, b in rule.limits.items()), rule.name, short, until)
+    limits = dict(rule.limits)
+    if old.active(now) and old.status == THROTTLED:
+        # another throttle in force: the stricter of each limit, until the later end (a milder rule never loosens)
+        for name, value in old.limits.items():
+            limits[name] = value if limits.get(name) is None or value is None else min(value, int(limits[name] or 0))
+        until = max(until, old.until) if old.until is not None else None  # type: ignore[assignment]
+    out[k] = PathState(ip, klass, THROTTLED, until, now, rule.name, short, limits, "rule", False)
+    span = "until resumed" if until is None else f"until {format_duration(until - now)} from now"
+    return out, Event("throttle", ip, klass, f"rule {rule.name} {span}: "
+                      + ", ".join(f"{a} {b}" for a, b in limits.items()), rule.name, short, until)
 
 
 def operator_set(
