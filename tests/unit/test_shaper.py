@@ -215,3 +215,53 @@ def test_throttles_in_force_lower_connections_for_postfix(tmp_path: Path) -> Non
              shaping.PathState(A, "outlook", shaping.SUSPENDED, 2000.0, 1000.0, "x", "r").as_dict()]
     # B's throttle is over, C's allows more than the class, a suspension is the shaper's alone
     assert shaping.throttled_connections(paths, classes, 1500.0) == {f"{A} gmail": 1}
+
+
+def test_replies_read_again_after_their_action_is_over_do_nothing(tmp_path: Path) -> None:
+    s = make(tmp_path)
+    old = reply(A, "gmail", 421, "4.7.28", "unusual rate")  # logged at 1000, the rule lasts 600 s
+    assert s.on_reply(old, 1700.0) is None
+    assert s.on_reply(old, 1500.0) is not None
+
+
+def test_a_blocklist_reply_for_a_drained_ip_is_held(tmp_path: Path) -> None:
+    s = make(tmp_path)
+    s.cfg.monitor_state_file = tmp_path / "monitor.json"
+    s.cfg.monitor_state_file.write_text(json.dumps({"ips": {A: {"status": "drained"}}}))
+    event = s.on_reply(reply(A, "gmail", 554, "5.7.1", "blocked using zen.spamhaus.org"), 1000.0)
+    assert event is not None and event.kind == "hold"
+
+
+class FakeAnswer(list):  # type: ignore[type-arg]
+    def __init__(self, rrs: list[Any], ttl: int) -> None:
+        super().__init__(rrs)
+        self.rrset = type("R", (), {"ttl": ttl})()
+
+
+def test_the_mx_classifier_caches_for_the_ttl_and_falls_back_to_the_domain(tmp_path: Path) -> None:
+    import dns.exception
+    import dns.resolver
+
+    cfg = make(tmp_path).cfg
+    cfg.nameservers = ["127.0.0.1"]
+    c = sh.Classifier(cfg)
+    calls: list[str] = []
+    mx = type("MX", (), {})
+
+    def resolve(name: str, rdtype: str) -> FakeAnswer:
+        calls.append(name)
+        if name == "acme.test":
+            low, high = mx(), mx()
+            low.preference, low.exchange = 10, "mx1.l.gmail.test."
+            high.preference, high.exchange = 20, "backup.smallbiz.test."
+            return FakeAnswer([high, low], 300)
+        if name == "outlook.test":
+            raise dns.resolver.NoAnswer()
+        raise dns.exception.Timeout()
+
+    c.resolver.resolve = resolve  # type: ignore[method-assign]
+    assert c.classify("acme.test", 0.0) == "gmail"  # the MX of best preference decides
+    assert c.classify("acme.test", 299.0) == "gmail" and calls.count("acme.test") == 1  # cached for the TTL
+    assert c.classify("acme.test", 301.0) == "gmail" and calls.count("acme.test") == 2
+    assert c.classify("outlook.test", 0.0) == "outlook"  # no MX: the domain itself is the host
+    assert c.classify("slow.test", 0.0) is None  # DNS cannot say now: the caller answers 4xx

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import socket
 import socketserver
@@ -41,6 +42,8 @@ from sendfleet.errors import UsageError
 MAX_EVENTS = 500
 INSTANCES = 5000  # transactions remembered for the one-class-per-message rule
 MIN_TTL, MAX_TTL, FAIL_TTL = 60, 86400, 30
+STALE_DRAIN = 3600  # a blocklist reply older than this (a log read again after a restart) drains nothing
+POSITION_SAVE = 5.0  # seconds between saves of the log position alone
 
 
 def log(message: str, level: int = 6) -> None:
@@ -145,6 +148,7 @@ class Shaper:
         self.classifier = classifier or Classifier(cfg)
         self.rng = rng or random.Random()
         self.lock = threading.RLock()
+        self.write_lock = threading.Lock()
         self.window = shaping.Window()
         self.instances: OrderedDict[str, str] = OrderedDict()
         self.refused: dict[tuple[str, str], int] = {}
@@ -166,6 +170,7 @@ class Shaper:
         self.position: dict[str, Any] | None = data.get("position")
         self.last_line_ts = float(data.get("last_line_ts") or 0)
         self.dirty = True
+        self.resync_failed = False
 
     # -- helpers
 
@@ -287,8 +292,12 @@ class Shaper:
         pool = next((m["pool"] for m in self.cfg.members if m["ip"] == reply.ip), None)
         if pool is None:
             return None
+        if now - reply.time > (rule.duration or STALE_DRAIN):
+            return None  # a reply read again after a restart whose action would already be over
         with self.lock:
             self.refresh_drained()
+            if rule.action == "drain" and reply.ip in self.drained:
+                return shaping.Event("hold", reply.ip, reply.klass, "already drained", rule.name, reply.text[:300])
             self.paths, event = shaping.react(self.paths, reply.ip, reply.klass, rule, reply.text, now,
                                               self.cfg.pool_ips(pool), self.usable(pool, reply.klass, now),
                                               self.cfg.suspend_last)
@@ -337,14 +346,19 @@ class Shaper:
                 "drained": sorted(self.drained),
             }
 
-    def save(self, now: float, force: bool = False) -> None:
-        with self.lock:
-            if not (self.dirty or force):
-                return
-            snap = self.snapshot(now)
-            self.dirty = False
-        write_atomic(self.cfg.state_file, json.dumps(snap, indent=1, sort_keys=True) + "\n")
-        write_atomic(self.cfg.textfile_dir / "sendfleet_shaping.prom", self.metrics(now))
+    def save(self, now: float, force: bool = False) -> dict[str, Any] | None:
+        """Write the state file and the metrics when something changed; the snapshot written (None: nothing to
+        write). Writes are serialised, each of a snapshot taken after the previous one's, so the file on disk is
+        never older than one already written."""
+        with self.write_lock:
+            with self.lock:
+                if not (self.dirty or force):
+                    return None
+                snap = self.snapshot(now)
+                self.dirty = False
+            write_atomic(self.cfg.state_file, json.dumps(snap, indent=1, sort_keys=True) + "\n")
+            write_atomic(self.cfg.textfile_dir / "sendfleet_shaping.prom", self.metrics(now))
+            return snap
 
     def metrics(self, now: float) -> str:
         state = Family("sendfleet_path_state", "1 for the (IP, provider class) path's current state")
@@ -475,23 +489,46 @@ def control(path: Path, request: Mapping[str, Any], timeout: float = 10.0) -> di
     return out if isinstance(out, dict) else {"ok": False, "error": "bad answer"}
 
 
-def follow_log(shaper: Shaper, stop: threading.Event, drain_hook: Any) -> None:
+def follow_log(shaper: Shaper, stop: threading.Event, work: queue.Queue[tuple[str, Any]]) -> None:
+    """Read Postfix's log as it is written; react to each reply; hand drains to the worker (the drain waits for
+    the monitor's lock, which a blocklist check holds for its whole run: the log is read on meanwhile)."""
     from sendfleet.monitor.follow import Follower
 
     follower = Follower(shaper.cfg.log_source, shaper.position, time.time() - 300)
+    marked = 0.0
     for ts, ident, message in follower.lines(stop):
         reply = maillog.parse_reply(ident, message, ts)
+        now = time.time()
         with shaper.lock:
             shaper.position = follower.position
             shaper.last_line_ts = max(shaper.last_line_ts, ts)
+            if now - marked > POSITION_SAVE:  # the position reaches the state file every few seconds
+                shaper.dirty, marked = True, now
         if reply is None:
             continue
-        event = shaper.on_reply(reply, time.time())
-        if event is not None and event.kind == "drain" and drain_hook is not None:
-            try:
-                drain_hook(reply.ip, event)
-            except Exception as err:  # the shaper keeps running; the journal says why the drain did not happen
-                log(f"drain of {reply.ip} on a reply failed: {type(err).__name__}: {err}", 3)
+        event = shaper.on_reply(reply, now)
+        if event is not None and event.kind == "drain":
+            work.put(("drain", (reply.ip, event)))
+
+
+def worker(shaper: Shaper, work: queue.Queue[tuple[str, Any]], drain_hook: Any, resync_hook: Any) -> None:
+    """Drains on replies and Postfix resyncs for the throttles, one at a time, off the log and policy threads."""
+    while True:
+        kind, item = work.get()
+        try:
+            if kind == "drain":
+                ip, event = item
+                shaper.refresh_drained()
+                if ip not in shaper.drained:
+                    drain_hook(ip, event)
+            elif kind == "resync":
+                resync_hook()
+        except Exception as err:  # the shaper keeps running; the journal says why
+            log(f"{kind} failed: {type(err).__name__}: {err}", 3)
+            if kind == "resync":
+                shaper.resync_failed = True
+        finally:
+            work.task_done()
 
 
 def reload_config(shaper: Shaper, config_path: Path, mtime: float) -> float:
@@ -513,6 +550,8 @@ def reload_config(shaper: Shaper, config_path: Path, mtime: float) -> float:
         shaper.cfg = cfg
         shaper.classifier.classes = cfg.classes
         shaper.dirty = True
+    with shaper.classifier.lock:  # cached classes may name a class the new config does not have
+        shaper.classifier.cache.clear()
     log(f"{config_path}: reloaded ({len(cfg.members)} IPs)")
     return now_mtime
 
@@ -543,10 +582,13 @@ def serve(config_path: Path) -> int:
         cfg.control_socket.unlink()
     ctl = _UnixServer(str(cfg.control_socket), _control_handler(shaper))
     os.chmod(cfg.control_socket, 0o600)
+    work: queue.Queue[tuple[str, Any]] = queue.Queue()
     threads = [
         threading.Thread(target=policy.serve_forever, name="policy", daemon=True),
         threading.Thread(target=ctl.serve_forever, name="control", daemon=True),
-        threading.Thread(target=follow_log, args=(shaper, stop, drain_hook), name="log", daemon=True),
+        threading.Thread(target=follow_log, args=(shaper, stop, work), name="log", daemon=True),
+        threading.Thread(target=worker, args=(shaper, work, drain_hook, lambda: agent.resync(monitor_cfg)),
+                         name="worker", daemon=True),
     ]
     for t in threads:
         t.start()
@@ -558,6 +600,7 @@ def serve(config_path: Path) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     config_mtime = config_path.stat().st_mtime
     applied: tuple[dict[str, int], list[str]] | None = None
+    on_disk = (shaper.save(time.time(), force=True) or {}).get("paths") or []
     try:
         while not stop.is_set():
             now = time.time()
@@ -569,18 +612,17 @@ def serve(config_path: Path) -> int:
                 except UsageError as err:
                     log(f"{config_path}: the monitor's part not reloaded ({err})", 3)
             shaper.expire(now)
-            shaper.save(now)
-            with shaper.lock:
-                paths = [p.as_dict() for p in shaper.paths.values()]
-                wanted = (shaping.throttled_connections(paths, shaper.cfg.classes, now),
-                          shaping.suspended_other(paths, now))
-            if wanted != applied:
-                try:
-                    agent.resync(monitor_cfg)  # the throttles' connections into Postfix (and the local fact)
-                    applied = wanted
-                except Exception as err:  # retried next second; the journal says why
-                    log(f"postfix not changed for the throttles in force: {type(err).__name__}: {err}", 3)
-            if not threads[2].is_alive():
+            snap = shaper.save(now)
+            if snap is not None:
+                on_disk = snap.get("paths") or []
+            # what the agent will read from the state file: the paths of the snapshot just written
+            wanted = (shaping.throttled_connections(on_disk, shaper.cfg.classes, now),
+                      shaping.suspended_other(on_disk, now))
+            if (wanted != applied or shaper.resync_failed) and work.empty():
+                shaper.resync_failed = False
+                work.put(("resync", None))  # the throttles' connections into Postfix (and the local fact)
+                applied = wanted
+            if not threads[2].is_alive() or not threads[3].is_alive():
                 log("the log follower stopped; exiting so that systemd restarts the shaper", 3)
                 return 1
             stop.wait(1.0)
