@@ -55,23 +55,29 @@ def _readiness_marks(lab: LabHandle, expected: set[tuple[str, str, str]], check:
         assert check in text, f"{key}: expected a {check!r} problem, got: {text}"
 
 
-def _transport_of(lab: LabHandle, ip: str) -> str:
+def _transports_of(lab: LabHandle, ip: str) -> list[str]:
+    """Every master.cf transport bound to `ip`: its own and its per-provider-class ones."""
+    out = []
     for line in lab.ssh(VICTIM, "postconf -P").stdout.splitlines():
         key, _, value = line.partition(" = ")
         if key.endswith(("/smtp_bind_address", "/smtp_bind_address6")) and value.strip() == ip:
-            return key.split("/")[0]
-    raise AssertionError(f"{VICTIM}: no transport binds to {ip}")
+            out.append(key.split("/")[0])
+    if not out:
+        raise AssertionError(f"{VICTIM}: no transport binds to {ip}")
+    return out
 
 
 def test_wrong_helo_name(converged: LabHandle, inv: Inventory) -> None:
     pool = _ips(inv)[0].pool
     sip = _ips(inv, pool)[0]
     ip = str(sip.ip)
-    service = _transport_of(converged, ip)
+    services = _transports_of(converged, ip)
     backup = "/etc/postfix/master.cf.sendfleet-e2e"
     converged.ssh(VICTIM, f"cp -p /etc/postfix/master.cf {backup}")
     try:
-        converged.ssh(VICTIM, f"postconf -P '{service}/unix/smtp_helo_name=wrong-helo.lab.test' && postfix reload")
+        # the IP's HELO: on every transport bound to it (readiness mail may leave by any of them)
+        wrong = " ".join(f"'{service}/unix/smtp_helo_name=wrong-helo.lab.test'" for service in services)
+        converged.ssh(VICTIM, f"postconf -P {wrong} && postfix reload")
         _infra_fails(converged, "test_transport_helo_names", VICTIM, ip, sip.helo, "wrong-helo.lab.test")
         _readiness_marks(converged, {(VICTIM, ip, d) for d in _domains(inv, pool)}, "helo:")
     finally:
