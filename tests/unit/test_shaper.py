@@ -265,3 +265,13 @@ def test_the_mx_classifier_caches_for_the_ttl_and_falls_back_to_the_domain(tmp_p
     assert c.classify("acme.test", 301.0) == "gmail" and calls.count("acme.test") == 2
     assert c.classify("outlook.test", 0.0) == "outlook"  # no MX: the domain itself is the host
     assert c.classify("slow.test", 0.0) is None  # DNS cannot say now: the caller answers 4xx
+
+
+def test_a_drain_in_progress_is_not_asked_again_and_any_save_is_what_the_agent_reads(tmp_path: Path) -> None:
+    s = make(tmp_path)
+    first = s.on_reply(reply(A, "gmail", 554, "5.7.1", "blocked using zen.spamhaus.org"), 1000.0)
+    again = s.on_reply(reply(A, "gmail", 554, "5.7.1", "blocked using zen.spamhaus.org"), 1000.0)
+    assert first is not None and first.kind == "drain" and again is not None and again.kind == "hold"
+    s.operator(B, "yahoo", "throttle", 600, 1000.0)
+    s.save(1000.0, force=True)  # e.g. the control thread's save, not the main loop's
+    assert [(p["ip"], p["class"], p["status"]) for p in s.saved_paths] == [(B, "yahoo", "throttled")]

@@ -171,6 +171,8 @@ class Shaper:
         self.last_line_ts = float(data.get("last_line_ts") or 0)
         self.dirty = True
         self.resync_failed = False
+        self.saved_paths: list[dict[str, Any]] = list(data.get("paths") or [])
+        self.draining: set[str] = set()  # IPs handed to the worker for a drain
 
     # -- helpers
 
@@ -296,8 +298,10 @@ class Shaper:
             return None  # a reply read again after a restart whose action would already be over
         with self.lock:
             self.refresh_drained()
-            if rule.action == "drain" and reply.ip in self.drained:
+            if rule.action == "drain" and (reply.ip in self.drained or reply.ip in self.draining):
                 return shaping.Event("hold", reply.ip, reply.klass, "already drained", rule.name, reply.text[:300])
+            if rule.action == "drain":
+                self.draining.add(reply.ip)
             self.paths, event = shaping.react(self.paths, reply.ip, reply.klass, rule, reply.text, now,
                                               self.cfg.pool_ips(pool), self.usable(pool, reply.klass, now),
                                               self.cfg.suspend_last)
@@ -358,6 +362,7 @@ class Shaper:
                 self.dirty = False
             write_atomic(self.cfg.state_file, json.dumps(snap, indent=1, sort_keys=True) + "\n")
             write_atomic(self.cfg.textfile_dir / "sendfleet_shaping.prom", self.metrics(now))
+            self.saved_paths = list(snap["paths"])  # what the agent reads from the file now, whoever saved
             return snap
 
     def metrics(self, now: float) -> str:
@@ -518,9 +523,13 @@ def worker(shaper: Shaper, work: queue.Queue[tuple[str, Any]], drain_hook: Any, 
         try:
             if kind == "drain":
                 ip, event = item
-                shaper.refresh_drained()
-                if ip not in shaper.drained:
-                    drain_hook(ip, event)
+                try:
+                    shaper.refresh_drained()
+                    if ip not in shaper.drained:
+                        drain_hook(ip, event)
+                finally:
+                    with shaper.lock:
+                        shaper.draining.discard(ip)
             elif kind == "resync":
                 resync_hook()
         except Exception as err:  # the shaper keeps running; the journal says why
@@ -600,7 +609,7 @@ def serve(config_path: Path) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     config_mtime = config_path.stat().st_mtime
     applied: tuple[dict[str, int], list[str]] | None = None
-    on_disk = (shaper.save(time.time(), force=True) or {}).get("paths") or []
+    shaper.save(time.time(), force=True)
     try:
         while not stop.is_set():
             now = time.time()
@@ -612,10 +621,9 @@ def serve(config_path: Path) -> int:
                 except UsageError as err:
                     log(f"{config_path}: the monitor's part not reloaded ({err})", 3)
             shaper.expire(now)
-            snap = shaper.save(now)
-            if snap is not None:
-                on_disk = snap.get("paths") or []
-            # what the agent will read from the state file: the paths of the snapshot just written
+            shaper.save(now)
+            with shaper.write_lock:  # what the agent will read from the state file: the last snapshot written
+                on_disk = shaper.saved_paths
             wanted = (shaping.throttled_connections(on_disk, shaper.cfg.classes, now),
                       shaping.suspended_other(on_disk, now))
             if (wanted != applied or shaper.resync_failed) and work.empty():
