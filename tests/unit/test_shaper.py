@@ -272,6 +272,6 @@ def test_a_drain_in_progress_is_not_asked_again_and_any_save_is_what_the_agent_r
     first = s.on_reply(reply(A, "gmail", 554, "5.7.1", "blocked using zen.spamhaus.org"), 1000.0)
     again = s.on_reply(reply(A, "gmail", 554, "5.7.1", "blocked using zen.spamhaus.org"), 1000.0)
     assert first is not None and first.kind == "drain" and again is not None and again.kind == "hold"
-    s.operator(B, "yahoo", "throttle", 600, 1000.0)
+    s.operator(B, "outlook", "throttle", 600, 1000.0)
     s.save(1000.0, force=True)  # e.g. the control thread's save, not the main loop's
-    assert [(p["ip"], p["class"], p["status"]) for p in s.saved_paths] == [(B, "yahoo", "throttled")]
+    assert [(p["ip"], p["class"], p["status"]) for p in s.saved_paths] == [(B, "outlook", "throttled")]
