@@ -228,9 +228,7 @@ def class_transport_name(ip: Any, klass: str, prefix: str = "sf") -> str:
     `other` is the IP's own transport (`transport_name`). ValueError for a class name Postfix cannot carry."""
     if not CLASS_NAME.fullmatch(klass):
         raise ValueError(f"bad provider class name {klass!r}: [a-z][a-z0-9]{{0,15}} expected")
-    if klass == OTHER_CLASS:
-        return transport_name(ip, prefix)
-    return f"{transport_name(ip, prefix)}_{klass}"
+    return class_transport_of(transport_name(ip, prefix), klass)
 
 
 def split_transport(transport: str, prefix: str = "sf") -> tuple[str, str] | None:
@@ -258,5 +256,6 @@ def split_transport(transport: str, prefix: str = "sf") -> tuple[str, str] | Non
 
 
 def class_transport_of(transport: str, klass: str) -> str:
-    """The per-class transport of an IP from its own transport's name (`sf_198_51_100_72` + gmail)."""
-    return f"{transport}_{klass}"
+    """The per-class transport of an IP from its own transport's name (`sf_198_51_100_72` + gmail); class `other`
+    is the IP's own transport. The one place the name is put together (`class_transport_name` calls it)."""
+    return transport if klass == OTHER_CLASS else f"{transport}_{klass}"

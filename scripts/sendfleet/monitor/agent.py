@@ -264,8 +264,7 @@ def selection_plan(
         member = next((m for m in cfg.members if m["ip"] == ip), None)
         if member is None or ip in out:
             continue
-        transport = member["transport"] if klass == "other" else poolmap.class_transport_of(member["transport"], klass)
-        param = f"{transport}_destination_concurrency_limit"
+        param = f"{poolmap.class_transport_of(member['transport'], klass)}_destination_concurrency_limit"
         desired[param] = str(min(conns, int(desired.get(param, conns))))
     # class other's mail takes the pools' randmaps: an IP suspended for class other leaves them
     pools = poolmap.pool_weights(poolmap.drain(cfg.members, out | set(suspended(cfg))))
