@@ -9,6 +9,7 @@ APT_PACKAGES=(
   knot knot-dnsutils rbldnsd unbound bind9-dnsutils                 # lab DNS: authoritative, blocklists, resolver
   apt-cacher-ng                                                     # package proxy for lab hosts
   swaks dnsperf                                                     # test and benchmark clients
+  prometheus                                                        # promtool: the alert rules' gate
   python3-venv
 )
 
@@ -26,6 +27,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   trap '[ "$own_policy" = 1 ] && rm -f "$policy"' EXIT
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# prometheus brings its server and Alertmanager: this machine only needs promtool, so neither runs here
+if [ "$(id -u)" -eq 0 ]; then
+  for unit in prometheus prometheus-alertmanager; do
+    if systemctl is-enabled --quiet "$unit" 2>/dev/null; then systemctl disable --quiet "$unit" 2>/dev/null || true; fi
+    if systemctl is-active --quiet "$unit" 2>/dev/null; then systemctl stop "$unit" || true; fi
+  done
 fi
 
 # Python 3.11-3.13 (pyproject.toml's requires-python, what ansible-core 2.19 supports): a venv on any of them is
