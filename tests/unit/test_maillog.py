@@ -285,3 +285,82 @@ def test_an_older_state_file_labelled_by_domain_loads_into_other() -> None:
     assert summary.reasons == [
         {"ip": "198.51.100.72", "provider": "other", "status": "deferred", "reason": "421 busy", "count": 5}
     ]
+
+
+SENDER_DOMAINS = {"shop.test": "bounces.shop.test", "news.test": "bounces.news.test"}
+
+
+def envelope(qid: str, sender: str) -> tuple[str, str]:
+    return "postfix/qmgr", f"{qid}: from=<{sender}>, size=1834, nrcpt=1 (queue active)"
+
+
+def delivery(qid: str, status: str, klass: str = "") -> tuple[str, str]:
+    text = {"sent": "250 2.0.0 Ok", "deferred": "host mx[198.51.100.20] said: 421 4.7.0 busy (in reply to RCPT TO "
+            "command)", "bounced": "host mx[198.51.100.20] said: 550 5.1.1 unknown (in reply to RCPT TO command)"}
+    dsn = {"sent": "2.0.0", "deferred": "4.7.0", "bounced": "5.1.1"}[status]
+    return (f"postfix/sf_198_51_100_72{klass}/smtp",
+            f"{qid}: to=<a@gmail.test>, relay=mx[198.51.100.20]:25, delay=0.1, dsn={dsn}, status={status} "
+            f"({text[status]})")
+
+
+def test_sender_domain_of_verp_bounce_and_plain_senders() -> None:
+    assert maillog.sender_domain("b+a=gmail.test@bounces.shop.test", SENDER_DOMAINS) == "shop.test"
+    assert maillog.sender_domain("b+x=y@BOUNCES.NEWS.TEST", SENDER_DOMAINS) == "news.test"
+    assert maillog.sender_domain("info@shop.test", SENDER_DOMAINS) == "shop.test"
+    assert maillog.sender_domain("someone@elsewhere.test", SENDER_DOMAINS) == "other"
+    assert maillog.sender_domain("", SENDER_DOMAINS) == "other"  # the null sender (a bounce of ours)
+
+
+def test_counts_per_sender_domain_follow_qmgr_envelopes() -> None:
+    book = maillog.DeliveryBook({"sf_198_51_100_72": "198.51.100.72"}, CLASSES, SENDER_DOMAINS)
+    lines = [
+        envelope("Q1", "b+a=gmail.test@bounces.shop.test"),
+        envelope("Q2", "b+b=gmail.test@bounces.news.test"),
+        envelope("Q3", "noreply@elsewhere.test"),
+        delivery("Q1", "deferred", "_gmail"),
+        delivery("Q1", "sent", "_gmail"),
+        delivery("Q2", "bounced"),
+        delivery("Q3", "sent"),
+        delivery("Q9", "sent"),  # qmgr's line not seen: other
+        ("postfix/qmgr", "Q1: removed"),
+        ("postfix/cleanup", "Q4: message-id=<x@y>"),  # not one of ours
+    ]
+    fed = [book.feed(ident, msg, 3600.0 * 2) for ident, msg in lines]
+    assert fed == [True] * 9 + [False]
+    assert book.domain_totals == {("shop.test", "deferred"): 1, ("shop.test", "sent"): 1,
+                                  ("news.test", "bounced"): 1, ("other", "sent"): 2}
+    assert set(book.envelopes) == {"Q2", "Q3"}  # Q1 left the queue
+    data = book.as_dict()
+    assert data["by_sender_domain"] == {"1970-01-01T02": {
+        "news.test": {"sent": 0, "deferred": 0, "bounced": 1},
+        "other": {"sent": 2, "deferred": 0, "bounced": 0},
+        "shop.test": {"sent": 1, "deferred": 1, "bounced": 0}}}
+    # per IP and class the same lines count as before
+    assert book.totals[("198.51.100.72", "gmail", "sent")] == 1
+    again = maillog.DeliveryBook({}, CLASSES, SENDER_DOMAINS)
+    again.load(data)
+    assert (again.domain_totals, again.domain_hours, again.envelopes) == \
+        (book.domain_totals, book.domain_hours, book.envelopes)
+    # a sender domain the config no longer has loads into other
+    fewer = maillog.DeliveryBook({}, CLASSES, {"shop.test": "bounces.shop.test"})
+    fewer.load(data)
+    assert fewer.domain_totals[("other", "bounced")] == 1
+    fewer.prune(1, 3600.0 * 5)  # the hour and the envelopes of before the kept hours go
+    assert fewer.domain_hours == {} and fewer.envelopes == {}
+
+
+def test_suppression_refusals_per_sender_domain() -> None:
+    reject = ("NOQUEUE: reject: RCPT from client.lab.test[198.51.100.5]: 550 5.1.1 <gone@gmail.test>: "
+              "Recipient address rejected: 550 5.1.1 <gone@gmail.test>: suppressed since 2026-12-01 (hard-bounce); "
+              "from=<b+gone=gmail.test@bounces.shop.test> to=<gone@gmail.test> proto=ESMTP helo=<client>")
+    other_reject = ("NOQUEUE: reject: RCPT from client[198.51.100.5]: 554 5.7.1 <x@y.test>: Relay access denied; "
+                    "from=<a@shop.test> to=<x@y.test> proto=ESMTP helo=<client>")
+    book = maillog.DeliveryBook({}, CLASSES, SENDER_DOMAINS)
+    assert book.feed("postfix/submission/smtpd", reject, 1.0)
+    assert book.feed("postfix/smtpd", reject.replace("bounces.shop.test", "x.test"), 1.0)
+    assert not book.feed("postfix/smtpd", other_reject, 1.0)
+    assert not book.feed("postfix/qmgr", reject, 1.0)  # only smtpd refuses recipients
+    assert book.refusals == {"shop.test": 1, "other": 1}
+    again = maillog.DeliveryBook({}, CLASSES, SENDER_DOMAINS)
+    again.load(book.as_dict())
+    assert again.refusals == book.refusals

@@ -15,6 +15,11 @@ delivery) carry no sending IP and are not counted per IP. One line = one recipie
 The destination of a count is the provider class of the transport that carried the mail, never the recipient
 domain: the shaper chose the transport from the domain's MX hosts, so a Google Workspace domain counts as
 `gmail`, and the counters stay bounded by IPs x classes x statuses whatever the recipients.
+
+The sender domain of a count comes from qmgr's line for the message (`4Q2...: from=<b+a=gmail.test@bounces.shop.test>,
+size=...`): the envelope sender's domain is a configured bounce domain (VERP) or sender domain, mapped to its sender
+domain; anything else is `other`. smtpd's refusals of a suppressed recipient (the suppression map's reply says
+"suppressed") are counted per sender domain the same way.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ _REPLY_CODE = re.compile(r"(?P<code>[2-5]\d\d)(?:[ -](?P<enh>[2-5]\.\d{1,3}\.\d{
 _NUMBERS = re.compile(r"\b\d{4,}\b|\b[0-9a-f]{10,}\b", re.IGNORECASE)
 _ADDRESS = re.compile(r"<[^>]*>|\[[0-9a-fA-F:.]+\]")
 _MAX_REASON = 120
+_ENVELOPE = re.compile(r"^(?P<qid>[0-9A-Za-z]+): from=<(?P<sender>[^>]*)>, size=\d+")
+_REMOVED = re.compile(r"^(?P<qid>[0-9A-Za-z]+): removed$")
+_REFUSAL = re.compile(r"\breject: RCPT from .*\bsuppressed\b.*; from=<(?P<sender>[^>]*)>")
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,43 @@ def parse_delivery(ident: str, message: str, time: float) -> Delivery | None:
     text = m.group("text") or ""
     reason = normalise_reason(text) if status != "sent" else ""
     return Delivery(time, m.group("qid"), transport, domain, status, m.group("dsn"), reason, class_of(transport))
+
+
+def sender_domain(address: str, sender_domains: Mapping[str, str]) -> str:
+    """The sender domain an envelope sender belongs to: its domain when that is a configured sender domain, the
+    sender domain of its bounce domain (`sender_domains`: sender domain -> bounce domain) when it is one, else
+    `other` (bounded labels whatever the senders)."""
+    domain = address.rsplit("@", 1)[1].lower().rstrip(".") if "@" in address else ""
+    if domain in sender_domains:
+        return domain
+    for sender, bounce in sender_domains.items():
+        if domain == str(bounce).lower():
+            return sender
+    return poolmap.OTHER_CLASS
+
+
+def parse_envelope(ident: str, message: str) -> tuple[str, str] | None:
+    """qmgr's line naming a message's envelope sender -> (queue ID, sender address)."""
+    if not ident.endswith("/qmgr"):
+        return None
+    m = _ENVELOPE.match(message)
+    return (m.group("qid"), m.group("sender")) if m is not None else None
+
+
+def parse_removed(ident: str, message: str) -> str | None:
+    """qmgr's line for a message that left the queue -> its queue ID."""
+    if not ident.endswith("/qmgr"):
+        return None
+    m = _REMOVED.match(message)
+    return m.group("qid") if m is not None else None
+
+
+def parse_refusal(ident: str, message: str) -> str | None:
+    """smtpd's reject of a recipient the suppression list holds -> the envelope sender of the attempt."""
+    if not ident.endswith("/smtpd"):
+        return None
+    m = _REFUSAL.search(message)
+    return m.group("sender") if m is not None else None
 
 
 REPLY_STATUSES = ("deferred", "bounced", "sent")
@@ -225,14 +270,49 @@ class DeliveryBook:
     `classes`: the configured provider classes (`other` is always known). `ips`: transport -> IP (the per-IP
     transports). A class transport (`sf_<slug>_gmail`) counts under the IP of its per-IP transport. A transport
     the book does not know (an IP since removed) is counted under the IP its name encodes when it can be read
-    back, else under the transport name."""
+    back, else under the transport name.
+
+    `sender_domains` (sender domain -> bounce domain): the counts per sender domain and status (`sender_domain`),
+    in total and per hour, and the suppression refusals per sender domain; `envelopes` remembers the sender domain
+    of each message qmgr named until it leaves the queue."""
 
     ips: Mapping[str, str]
     classes: Collection[str]
+    sender_domains: Mapping[str, str] = field(default_factory=dict)
     totals: dict[tuple[str, str, str], int] = field(default_factory=dict)
     hours: dict[str, dict[tuple[str, str, str], int]] = field(default_factory=dict)
     reasons: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     last_sent: dict[str, float] = field(default_factory=dict)  # ip -> time of its last 'sent'
+    domain_totals: dict[tuple[str, str], int] = field(default_factory=dict)  # (sender domain, status)
+    domain_hours: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
+    refusals: dict[str, int] = field(default_factory=dict)  # sender domain -> refused suppressed recipients
+    envelopes: dict[str, tuple[str, float]] = field(default_factory=dict)  # queue ID -> (sender domain, time)
+
+    def feed(self, ident: str, message: str, time: float) -> bool:
+        """One log line: a delivery, qmgr's envelope or removal of a message, or a suppression refusal. True when
+        it was one of them."""
+        d = parse_delivery(ident, message, time)
+        if d is not None:
+            self.add(d)
+            return True
+        envelope = parse_envelope(ident, message)
+        if envelope is not None:
+            self.envelopes[envelope[0]] = (sender_domain(envelope[1], self.sender_domains), time)
+            return True
+        removed = parse_removed(ident, message)
+        if removed is not None:
+            self.envelopes.pop(removed, None)
+            return True
+        refused = parse_refusal(ident, message)
+        if refused is not None:
+            domain = sender_domain(refused, self.sender_domains)
+            self.refusals[domain] = self.refusals.get(domain, 0) + 1
+            return True
+        return False
+
+    def domain_label(self, name: str) -> str:
+        """A configured sender domain, else `other` (a domain no longer configured)."""
+        return name if name in self.sender_domains else poolmap.OTHER_CLASS
 
     def ip_of(self, transport: str) -> str:
         if transport in self.ips:
@@ -250,6 +330,11 @@ class DeliveryBook:
         self.totals[key] = self.totals.get(key, 0) + 1
         bucket = self.hours.setdefault(hour_key(d.time), {})
         bucket[key] = bucket.get(key, 0) + 1
+        envelope = self.envelopes.get(d.queue_id)
+        dkey = (envelope[0] if envelope is not None else poolmap.OTHER_CLASS, d.status)
+        self.domain_totals[dkey] = self.domain_totals.get(dkey, 0) + 1
+        dbucket = self.domain_hours.setdefault(hour_key(d.time), {})
+        dbucket[dkey] = dbucket.get(dkey, 0) + 1
         if d.status == "sent":
             self.last_sent[ip] = max(self.last_sent.get(ip, 0.0), d.time)
         elif d.reason:
@@ -260,6 +345,12 @@ class DeliveryBook:
         oldest = hour_key(now - keep_hours * 3600)
         for hour in [h for h in self.hours if h < oldest]:
             del self.hours[hour]
+        for hour in [h for h in self.domain_hours if h < oldest]:
+            del self.domain_hours[hour]
+        # a message qmgr never reported removed (its line before the log kept) is forgotten with its hour
+        cutoff = now - keep_hours * 3600
+        for qid in [q for q, (_, t) in self.envelopes.items() if t < cutoff]:
+            del self.envelopes[qid]
 
     def top_reasons(self, limit: int) -> list[tuple[tuple[str, str, str, str], int]]:
         return sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
@@ -281,6 +372,10 @@ class DeliveryBook:
                 for (ip, prov, st, r), n in self.top_reasons(reasons_limit)
             ],
             "last_sent": dict(sorted(self.last_sent.items())),
+            "sender_domain_totals": _by_domain(self.domain_totals),
+            "by_sender_domain": {h: _by_domain(c) for h, c in sorted(self.domain_hours.items())},
+            "suppression_refusals": dict(sorted(self.refusals.items())),
+            "envelopes": {q: [d, t] for q, (d, t) in sorted(self.envelopes.items())},
         }
 
     def load(self, data: Mapping[str, Any]) -> None:
@@ -304,6 +399,33 @@ class DeliveryBook:
             rkey = (str(r["ip"]), label(r), str(r["status"]), str(r["reason"]))
             self.reasons[rkey] = self.reasons.get(rkey, 0) + int(r["count"])
         self.last_sent = {str(k): float(v) for k, v in (data.get("last_sent") or {}).items()}
+
+        def read_domains(cells: Any) -> dict[tuple[str, str], int]:
+            out: dict[tuple[str, str], int] = {}
+            for domain, counts in (cells or {}).items():
+                for st, n in (counts or {}).items():
+                    if st in STATUSES and int(n):
+                        dkey = (self.domain_label(str(domain)), str(st))
+                        out[dkey] = out.get(dkey, 0) + int(n)
+            return out
+
+        self.domain_totals = read_domains(data.get("sender_domain_totals"))
+        self.domain_hours = {str(h): read_domains(c) for h, c in (data.get("by_sender_domain") or {}).items()}
+        self.refusals = {}
+        for domain, n in (data.get("suppression_refusals") or {}).items():
+            dlabel = self.domain_label(str(domain))
+            self.refusals[dlabel] = self.refusals.get(dlabel, 0) + int(n)
+        self.envelopes = {
+            str(q): (self.domain_label(str(v[0])), float(v[1])) for q, v in (data.get("envelopes") or {}).items()
+        }
+
+
+def _by_domain(counts: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """(sender domain, status) -> n as {domain: {"sent": n, "deferred": n, "bounced": n}} (delivery.json)."""
+    out: dict[str, dict[str, int]] = {}
+    for (domain, st), n in sorted(counts.items()):
+        out.setdefault(domain, dict.fromkeys(STATUSES, 0))[st] = n
+    return out
 
 
 def _split(transport: str) -> tuple[str, str] | None:
