@@ -182,3 +182,93 @@ def test_delivery_series_are_bounded_by_ips_classes_and_statuses() -> None:
     assert sum(n for lbl, n in rows if lbl["ip"] == "198.51.100.70" and lbl["status"] == "deferred") == 417
     reasons = samples_of(parse(agent.delivery_metrics(book, cfg, 1.0)), "sendfleet_delivery_reason_total")
     assert {lbl["provider"] for lbl, _ in reasons} == {"other"}
+
+
+def test_interval_and_thresholds_come_from_the_config() -> None:
+    assert [agent.timespan_seconds(v, "x") for v in ("15min", "30s", "1h", "2d", "90", 45, "5 min", "1m")] == \
+        [900, 30, 3600, 172800, 90, 45, 300, 60]
+    for bad in ("", "min", "15 fortnights", "0s", "-5s", "1.5h"):
+        with pytest.raises(UsageError, match=r"cfg\.json: interval"):
+            agent.Config({"zones_file": "z", "interval": bad}, "cfg.json")
+    with pytest.raises(UsageError, match="bad monitor config"):
+        agent.Config({"zones_file": "z", "queue": {"age_threshold": 0}}, "cfg.json")
+    cfg = config(interval="20s", queue={"age_threshold": 120})
+    monitor = parse(agent.monitor_metrics(cfg, {}))
+    assert samples_of(monitor, "sendfleet_monitor_interval_seconds") == [({}, 20.0)]
+    assert samples_of(parse(agent.queue_metrics(None, cfg, 5.0)), "sendfleet_queue_age_threshold_seconds") == \
+        [({}, 120.0)]
+    defaults = config()
+    assert (defaults.interval_seconds, defaults.queue_age_threshold, defaults.queue) == (900, 3600, True)
+
+
+def test_delivery_per_sender_domain_and_refusals_are_bounded() -> None:
+    cfg = config(sender_domains={"Shop.Test": "Bounces.Shop.Test"})
+    book = maillog.DeliveryBook(cfg.transports, cfg.classes, cfg.sender_domains)
+    for i in range(300):  # 300 envelope senders at 300 domains: only shop.test keeps its name
+        sender = "b+a=gmail.test@bounces.shop.test" if i % 3 == 0 else f"news@d{i}.test"
+        book.feed("postfix/qmgr", f"Q{i}: from=<{sender}>, size=10, nrcpt=1 (queue active)", 1.0)
+        book.feed("postfix/sf_198_51_100_72/smtp",
+                  f"Q{i}: to=<u@r{i}.test>, relay=mx[198.51.100.20]:25, delay=0.1, dsn=2.0.0, status=sent (250 ok)",
+                  1.0)
+    book.feed("postfix/smtpd", "NOQUEUE: reject: RCPT from c[198.51.100.5]: 550 5.1.1 <u@r.test>: suppressed "
+              "since 2026-12-01 (complaint); from=<b+u=r.test@bounces.shop.test> to=<u@r.test> proto=ESMTP", 1.0)
+    text = parse(agent.delivery_metrics(book, cfg, 1.0))
+    rows = {(lbl["sender_domain"], lbl["status"]): v
+            for lbl, v in samples_of(text, "sendfleet_delivery_sender_domain_total")}
+    assert rows == {("shop.test", "sent"): 100, ("shop.test", "deferred"): 0, ("shop.test", "bounced"): 0,
+                    ("other", "sent"): 200, ("other", "deferred"): 0, ("other", "bounced"): 0}
+    assert sorted(samples_of(text, "sendfleet_suppression_refusals_total"), key=str) == \
+        [({"sender_domain": "other"}, 0.0), ({"sender_domain": "shop.test"}, 1.0)]
+
+
+def test_queue_classification_is_cached_and_bounded(tmp_path: Any) -> None:
+    cfg = config(shaping={"classes": {"gmail": {"mx_suffixes": ["google.test"]}}},
+                 queue={"lookups_per_run": 2, "class_cache_file": str(tmp_path / "classes.json")})
+    asked: list[str] = []
+
+    def lookup(domain: str) -> tuple[str | None, float]:
+        asked.append(domain)
+        return ("gmail" if domain.startswith("g") else "other", 60.0) if domain != "gone.test" else (None, 0)
+
+    domains = ["g1.test", "gone.test", "g2.test", "x.test"]
+    assert agent.classify_domains(cfg, domains, 100.0, lookup) == \
+        {"g1.test": "gmail", "gone.test": "other", "g2.test": "other", "x.test": "other"}
+    assert asked == ["g1.test", "gone.test"]  # two lookups per run, the rest waits
+    asked.clear()
+    out = agent.classify_domains(cfg, domains, 110.0, lookup)
+    assert asked == ["gone.test", "g2.test"]  # g1 is cached; DNS could not say for gone.test: asked again
+    assert out["g2.test"] == "gmail"
+    asked.clear()
+    agent.classify_domains(cfg, ["g1.test"], 200.0, lookup)  # expired after its 60 s
+    assert asked == ["g1.test"]
+
+
+def test_read_queue_writes_the_metrics_or_says_it_could_not(tmp_path: Any, monkeypatch: Any) -> None:
+    import json
+
+    from sendfleet.errors import CannotCheckError
+
+    cfg = config(textfile_dir=str(tmp_path), shaping={"classes": {"gmail": {}}},
+                 queue={"lookups_per_run": 0, "class_cache_file": str(tmp_path / "c.json")})
+    (tmp_path / "c.json").write_text(json.dumps({"gmail.test": ["gmail", 4e9]}))
+    now = __import__("time").time()
+    lines = [json.dumps({"queue_name": "deferred", "queue_id": f"D{i}", "arrival_time": now - 100 * (i + 1),
+                         "message_size": 1, "sender": "", "recipients": [{"address": f"u@{d}"}]})
+             for i, d in enumerate(["gmail.test", "gmail.test", "other.test"])]
+    monkeypatch.setattr(agent, "postqueue_json", lambda cfg: "\n".join(lines) + "\n")
+    summary = agent.read_queue(cfg)
+    assert summary is not None and summary.deferred_by_provider == {"gmail": 2, "other": 1}
+    text = parse((tmp_path / "sendfleet_queue.prom").read_text())
+    assert dict((lbl["queue"], v) for lbl, v in samples_of(text, "sendfleet_queue_messages"))["deferred"] == 3
+    oldest = dict((lbl["queue"], v) for lbl, v in samples_of(text, "sendfleet_queue_oldest_seconds"))
+    assert 299 <= oldest["deferred"] < 330 and oldest["active"] == 0
+    assert samples_of(text, "sendfleet_queue_check_ok") == [({}, 1.0)]
+
+    def down(cfg: Any) -> str:
+        raise CannotCheckError("postqueue -j failed: fatal: Queue report unavailable - mail system is down")
+
+    monkeypatch.setattr(agent, "postqueue_json", down)
+    assert agent.read_queue(cfg) is None
+    text = parse((tmp_path / "sendfleet_queue.prom").read_text())
+    assert samples_of(text, "sendfleet_queue_check_ok") == [({}, 0.0)]
+    assert samples_of(text, "sendfleet_queue_messages") == []

@@ -18,13 +18,14 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sendfleet.atomicfile import write_atomic
 from sendfleet.core import drain, maillog, poolmap, shaping
+from sendfleet.core import queue as mailqueue
 from sendfleet.core.metrics import Family, render
 from sendfleet.core.resolvers import Resolver, parse_resolver
 from sendfleet.core.verdicts import Outcome, ZoneStatus
@@ -33,6 +34,7 @@ from sendfleet.errors import CannotCheckError, SendfleetError, UsageError
 from sendfleet.monitor import follow
 
 STATE_VERSION = 1
+CLASS_CACHE_MAX = 20_000  # recipient domains kept in the queue's classification cache
 MAX_EVENTS = 200
 TAG = "sendfleet-monitor"
 
@@ -74,6 +76,20 @@ def locked(path: Path) -> Iterator[None]:
 # -------------------------------------------------------------------------------------------- config
 
 
+_SPAN_UNITS = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def timespan_seconds(value: Any, where: str) -> int:
+    """A systemd time span of the role's form ('15min', '30s', '1h', '2d', or seconds) -> seconds (>= 1)."""
+    text = str(value).strip().lower()
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz").strip()
+    unit = text[len(number):].strip() if number else ""
+    if not number.isdigit() or unit not in _SPAN_UNITS or int(number) * _SPAN_UNITS[unit] < 1:
+        raise UsageError(f"{where}: expected a time span such as 15min, 30s or 1h, got {value!r}")
+    return int(number) * _SPAN_UNITS[unit]
+
+
+
 class Config:
     def __init__(self, data: Mapping[str, Any], source: str) -> None:
         try:
@@ -108,6 +124,21 @@ class Config:
             self.class_data = shaping_data.get("classes") or {}
             self.shaping_state_file = Path(shaping_data.get("state_file", "/var/lib/sendfleet/monitor/shaping.json"))
             self.warmup_restarts = {str(k): str(v) for k, v in (data.get("warmup_restarts") or {}).items()}
+            # how often the check runs (the timer's span): exported, so an alert can say "3 intervals late"
+            self.interval_seconds = timespan_seconds(data.get("interval", "15min"), f"{source}: interval")
+            # sender domain -> bounce domain: delivery counts and suppression refusals per sender domain
+            self.sender_domains = {
+                str(k).lower(): str(v).lower() for k, v in (data.get("sender_domains") or {}).items()
+            }
+            # the queue: postqueue -j on the delivery timer
+            queue_data = data.get("queue") or {}
+            self.queue = bool(queue_data.get("enabled", True))
+            self.queue_age_threshold = int(queue_data.get("age_threshold", 3600))
+            self.queue_lookups = int(queue_data.get("lookups_per_run", 20))
+            self.class_cache_file = Path(queue_data.get("class_cache_file",
+                                                        "/var/lib/sendfleet/monitor/domain-classes.json"))
+            if self.queue_age_threshold < 1 or self.queue_lookups < 0:
+                raise ValueError("queue: age_threshold must be >= 1 and lookups_per_run >= 0")
         except (KeyError, TypeError, ValueError) as err:
             raise UsageError(f"{source}: bad monitor config: {err}") from None
 
@@ -351,6 +382,7 @@ def monitor_metrics(cfg: Config, state: Mapping[str, Any]) -> str:
     last_run = Family("sendfleet_monitor_last_run_timestamp_seconds", "End of the last monitor check")
     last_ok = Family("sendfleet_monitor_last_success_timestamp_seconds", "End of the last check with a usable zone")
     check_ok = Family("sendfleet_monitor_check_ok", "1 if the last check reached at least one healthy zone")
+    interval = Family("sendfleet_monitor_interval_seconds", "Configured time between two monitor checks")
     ips = state.get("ips") or {}
     verdicts = state.get("verdicts") or {}
     for m in cfg.members:
@@ -378,8 +410,9 @@ def monitor_metrics(cfg: Config, state: Mapping[str, Any]) -> str:
     last_run.add(float(state.get("last_run_ts", 0)))
     last_ok.add(float(state.get("last_success_ts", 0)))
     check_ok.add(1 if state.get("check_ok") else 0)
+    interval.add(cfg.interval_seconds)
     fams = [listed, verdict, zone_status, drained, blocked, streak, weight, warm_day, network, last_run, last_ok,
-            check_ok]
+            check_ok, interval]
     return render(fams)
 
 
@@ -392,6 +425,10 @@ def delivery_metrics(book: maillog.DeliveryBook, cfg: Config, last_run: float) -
     )
     last_sent = Family("sendfleet_delivery_last_sent_timestamp_seconds", "Last successful delivery through the IP")
     run = Family("sendfleet_delivery_last_run_timestamp_seconds", "End of the last log scan")
+    by_domain = Family("sendfleet_delivery_sender_domain_total",
+                       "Delivery attempts per sender domain (of the envelope sender) and status", "counter")
+    refusals = Family("sendfleet_suppression_refusals_total",
+                      "Recipients refused at submission because the suppression list holds them", "counter")
     ips = list(dict.fromkeys([m["ip"] for m in cfg.members] + sorted({k[0] for k in book.totals})))
     # every (IP, class, status) of the config, zeros included (a rate needs the series before its first
     # count): IPs x classes x statuses series, whatever the recipients
@@ -404,8 +441,35 @@ def delivery_metrics(book: maillog.DeliveryBook, cfg: Config, last_run: float) -
         reasons.add(n, ip=ip, provider=prov, status=st, reason=reason)
     for ip, ts in sorted(book.last_sent.items()):
         last_sent.add(ts, ip=ip)
+    # every configured sender domain and other, zeros included: sender domains x statuses series
+    domains = [*sorted(cfg.sender_domains), poolmap.OTHER_CLASS]
+    for domain in domains:
+        for st in maillog.STATUSES:
+            by_domain.add(book.domain_totals.get((domain, st), 0), sender_domain=domain, status=st)
+        refusals.add(book.refusals.get(domain, 0), sender_domain=domain)
     run.add(last_run)
-    return render([total, reasons, last_sent, run])
+    return render([total, reasons, last_sent, by_domain, refusals, run])
+
+
+def queue_metrics(summary: mailqueue.QueueSummary | None, cfg: Config, now: float) -> str:
+    """The queue's metrics; `summary` None: postqueue could not be read (only the ok gauge, at 0)."""
+    messages = Family("sendfleet_queue_messages", "Messages in Postfix's queue")
+    oldest = Family("sendfleet_queue_oldest_seconds", "Age of the oldest message of the queue (0 when empty)")
+    deferred = Family("sendfleet_queue_deferred_messages",
+                      "Deferred messages with a recipient of the provider class (by the domain's MX)")
+    threshold = Family("sendfleet_queue_age_threshold_seconds", "Oldest-message age the queue alert fires above")
+    ok = Family("sendfleet_queue_check_ok", "1 if postqueue -j could be read at the last run")
+    run = Family("sendfleet_queue_last_run_timestamp_seconds", "End of the last queue reading")
+    if summary is not None:
+        for q in mailqueue.QUEUES:
+            messages.add(summary.messages[q], queue=q)
+            oldest.add(round(summary.oldest_seconds[q], 3), queue=q)
+        for klass, n in sorted(summary.deferred_by_provider.items()):
+            deferred.add(n, provider=klass)
+    threshold.add(cfg.queue_age_threshold)
+    ok.add(1 if summary is not None else 0)
+    run.add(now)
+    return render([messages, oldest, deferred, threshold, ok, run])
 
 
 # ---------------------------------------------------------------------------------------- commands
@@ -565,7 +629,7 @@ def log_source(cfg: Config) -> str:
 
 def cmd_delivery(cfg: Config) -> int:
     data: dict[str, Any] = read_json(cfg.delivery_file, {})
-    book = maillog.DeliveryBook(cfg.transports, cfg.classes)
+    book = maillog.DeliveryBook(cfg.transports, cfg.classes, cfg.sender_domains)
     book.load(data)
     position: dict[str, Any] = dict(data.get("position") or {})
     source = log_source(cfg)
@@ -573,9 +637,7 @@ def cmd_delivery(cfg: Config) -> int:
     count = 0
     follower = follow.Follower(source, position, since=now - cfg.keep_hours * 3600, follow=False)
     for ts, ident, msg in follower.lines():
-        d = maillog.parse_delivery(ident, msg, ts)
-        if d is not None:
-            book.add(d)
+        if book.feed(ident, msg, ts):
             count += 1
     position = follower.position
     book.prune(cfg.keep_hours, now)
@@ -589,7 +651,84 @@ def cmd_delivery(cfg: Config) -> int:
     write_atomic(cfg.textfile_dir / "sendfleet_delivery.prom", delivery_metrics(book, cfg, read_until))
     if count:
         log(f"delivery: {count} new delivery lines from {source}")
+    if cfg.queue:
+        read_queue(cfg)
     return 0
+
+
+# ----------------------------------------------------------------------------------------------- queue
+
+
+def postqueue_json(cfg: Config) -> str:
+    proc = subprocess.run(["postqueue", "-c", str(cfg.postfix_config_dir), "-j"], capture_output=True, text=True,
+                          check=False, timeout=60)
+    if proc.returncode != 0:
+        raise CannotCheckError(f"postqueue -j failed: {proc.stderr.strip() or proc.returncode}")
+    return proc.stdout
+
+
+Lookup = Callable[[str], tuple[str | None, float]]
+
+
+def classify_domains(cfg: Config, domains: Sequence[str], now: float, lookup: Lookup | None = None) -> dict[str, str]:
+    """Recipient domain -> provider class for `domains`, from the cache file; at most `queue_lookups` domains
+    missing from it (or expired) are looked up now (their MX hosts through sendfleet.core.shaping.classify), the
+    rest count as `other` this run and are looked up on later runs. The cache is bounded and rewritten."""
+    cache: dict[str, list[Any]] = {}
+    raw = read_json(cfg.class_cache_file, {})
+    if isinstance(raw, dict):
+        cache = {str(d): v for d, v in raw.items() if isinstance(v, list) and len(v) == 2}
+    out: dict[str, str] = {}
+    missing = [d for d in domains if d not in cache or float(cache[d][1]) <= now]
+    if missing and cfg.queue_lookups and cfg.class_data:
+        if lookup is None:
+            lookup = _mx_lookup(cfg)
+        for domain in missing[: cfg.queue_lookups]:
+            klass, ttl = lookup(domain)
+            if klass is not None:
+                cache[domain] = [klass, now + ttl]
+    for d in domains:
+        hit = cache.get(d)
+        out[d] = str(hit[0]) if hit is not None else poolmap.OTHER_CLASS
+    if len(cache) > CLASS_CACHE_MAX:  # keep the entries that hold longest
+        cache = dict(sorted(cache.items(), key=lambda kv: -float(kv[1][1]))[:CLASS_CACHE_MAX])
+    write_atomic(cfg.class_cache_file, json.dumps(cache, sort_keys=True) + "\n")
+    return out
+
+
+def _mx_lookup(cfg: Config) -> Lookup:
+    import dns.resolver
+
+    from sendfleet.monitor.shaper import lookup_class
+
+    classes = shaping.parse_classes(cfg.class_data)
+    resolver = dns.resolver.Resolver(configure=not cfg.resolvers)
+    if cfg.resolvers:
+        resolver.nameservers = [r.address for r in cfg.resolvers]
+        resolver.port = cfg.resolvers[0].port
+    resolver.lifetime = cfg.timeout
+
+    def lookup(domain: str) -> tuple[str | None, float]:
+        return lookup_class(resolver, domain, classes)
+
+    return lookup
+
+
+def read_queue(cfg: Config) -> mailqueue.QueueSummary | None:
+    """Read the queue with postqueue -j and write sendfleet_queue.prom; None when it could not be read (the file
+    then says so: sendfleet_queue_check_ok 0)."""
+    now = time.time()
+    summary: mailqueue.QueueSummary | None = None
+    try:
+        messages, bad = mailqueue.parse(postqueue_json(cfg).splitlines())
+        classes = classify_domains(cfg, mailqueue.deferred_domains(messages), now)
+        summary = mailqueue.summarise(messages, now, classes, cfg.classes, bad)
+        if bad:
+            log(f"queue: {bad} lines of postqueue -j were not queue entries", 4)
+    except (CannotCheckError, OSError, subprocess.TimeoutExpired) as err:
+        log(f"queue: not read: {err}", 4)
+    write_atomic(cfg.textfile_dir / "sendfleet_queue.prom", queue_metrics(summary, cfg, time.time()))
+    return summary
 
 
 def cmd_status(cfg: Config) -> int:

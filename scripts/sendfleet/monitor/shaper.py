@@ -121,20 +121,26 @@ class Classifier:
         return klass
 
     def _lookup(self, domain: str) -> tuple[str | None, float]:
-        import dns.exception
-        import dns.resolver
+        return lookup_class(self.resolver, domain, self.classes)
 
-        try:
-            answer = self.resolver.resolve(domain, "MX")
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            # no MX: mail goes to the domain's own address (RFC 5321 implicit MX)
-            return shaping.classify([domain], self.classes), FAIL_TTL * 10
-        except (dns.exception.DNSException, OSError):
-            return None, 0
-        rrs = sorted(answer, key=lambda r: (r.preference, str(r.exchange)))
-        hosts = [str(r.exchange).rstrip(".") for r in rrs]
-        ttl = min(MAX_TTL, max(MIN_TTL, answer.rrset.ttl if answer.rrset is not None else MIN_TTL))
-        return shaping.classify(hosts, self.classes), ttl
+
+def lookup_class(resolver: Any, domain: str, classes: Mapping[str, shaping.ProviderClass]) -> tuple[str | None, float]:
+    """The provider class of `domain` from its MX hosts asked of `resolver` (a dns.resolver.Resolver), and how
+    long the answer holds; (None, 0) when DNS cannot say now."""
+    import dns.exception
+    import dns.resolver
+
+    try:
+        answer = resolver.resolve(domain, "MX")
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        # no MX: mail goes to the domain's own address (RFC 5321 implicit MX)
+        return shaping.classify([domain], classes), FAIL_TTL * 10
+    except (dns.exception.DNSException, OSError):
+        return None, 0
+    rrs = sorted(answer, key=lambda r: (r.preference, str(r.exchange)))
+    hosts = [str(r.exchange).rstrip(".") for r in rrs]
+    ttl = min(MAX_TTL, max(MIN_TTL, answer.rrset.ttl if answer.rrset is not None else MIN_TTL))
+    return shaping.classify(hosts, classes), ttl
 
 
 # ------------------------------------------------------------------------------------------------ the state
