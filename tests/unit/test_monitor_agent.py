@@ -199,6 +199,13 @@ def test_interval_and_thresholds_come_from_the_config() -> None:
         [({}, 120.0)]
     defaults = config()
     assert (defaults.interval_seconds, defaults.queue_age_threshold, defaults.queue) == (900, 3600, True)
+    with pytest.raises(UsageError, match="unknown rate 'bounces'"):
+        config(alert_min_volume={"bounces": 5})
+    book = maillog.DeliveryBook({}, ())
+    volumes = {lbl["rate"]: v for lbl, v in samples_of(
+        parse(agent.delivery_metrics(book, config(alert_min_volume={"complaint": 50}), 1.0)),
+        "sendfleet_alert_min_volume")}
+    assert volumes == {"deferral": 20, "bounce": 100, "complaint": 50}
 
 
 def test_delivery_per_sender_domain_and_refusals_are_bounded() -> None:

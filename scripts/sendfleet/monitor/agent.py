@@ -34,6 +34,9 @@ from sendfleet.errors import CannotCheckError, SendfleetError, UsageError
 from sendfleet.monitor import follow
 
 STATE_VERSION = 1
+# attempts (deferral: per IP and class over 10 minutes; bounce: per sender domain over an hour) and messages sent
+# (complaint: per sender domain over a day) below which the rate alerts stay quiet (config alert_min_volume)
+MIN_VOLUME = {"deferral": 20, "bounce": 100, "complaint": 1000}
 CLASS_CACHE_MAX = 20_000  # recipient domains kept in the queue's classification cache
 MAX_EVENTS = 200
 TAG = "sendfleet-monitor"
@@ -137,6 +140,11 @@ class Config:
             self.queue_lookups = int(queue_data.get("lookups_per_run", 20))
             self.class_cache_file = Path(queue_data.get("class_cache_file",
                                                         "/var/lib/sendfleet/monitor/domain-classes.json"))
+            volumes = data.get("alert_min_volume") or {}
+            unknown = sorted(set(volumes) - set(MIN_VOLUME))
+            if unknown:
+                raise ValueError(f"alert_min_volume: unknown rate {unknown[0]!r} (one of {', '.join(MIN_VOLUME)})")
+            self.min_volume = {k: int(volumes.get(k, v)) for k, v in MIN_VOLUME.items()}
             if self.queue_age_threshold < 1 or self.queue_lookups < 0:
                 raise ValueError("queue: age_threshold must be >= 1 and lookups_per_run >= 0")
         except (KeyError, TypeError, ValueError) as err:
@@ -429,6 +437,7 @@ def delivery_metrics(book: maillog.DeliveryBook, cfg: Config, last_run: float) -
                        "Delivery attempts per sender domain (of the envelope sender) and status", "counter")
     refusals = Family("sendfleet_suppression_refusals_total",
                       "Recipients refused at submission because the suppression list holds them", "counter")
+    min_volume = Family("sendfleet_alert_min_volume", "Volume below which a rate alert stays quiet (per rate)")
     ips = list(dict.fromkeys([m["ip"] for m in cfg.members] + sorted({k[0] for k in book.totals})))
     # every (IP, class, status) of the config, zeros included (a rate needs the series before its first
     # count): IPs x classes x statuses series, whatever the recipients
@@ -447,8 +456,10 @@ def delivery_metrics(book: maillog.DeliveryBook, cfg: Config, last_run: float) -
         for st in maillog.STATUSES:
             by_domain.add(book.domain_totals.get((domain, st), 0), sender_domain=domain, status=st)
         refusals.add(book.refusals.get(domain, 0), sender_domain=domain)
+    for rate, n in cfg.min_volume.items():
+        min_volume.add(n, rate=rate)
     run.add(last_run)
-    return render([total, reasons, last_sent, by_domain, refusals, run])
+    return render([total, reasons, last_sent, by_domain, refusals, min_volume, run])
 
 
 def queue_metrics(summary: mailqueue.QueueSummary | None, cfg: Config, now: float) -> str:
