@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from sendfleet.core.dnsdiff import Current, ManagedKey, diff, prune_keys
 from sendfleet.core.inventory import HostSource, Inventory, VarSource, build_inventory
 from sendfleet.core.records import json_text, plan_records, txt_chunks, txt_presentation, zone_text
+from sendfleet.errors import InventoryError
 
 
 def inventory(extra: dict[str, object] | None = None, ips: dict[str, list[dict[str, str]]] | None = None) -> Inventory:
@@ -277,3 +278,45 @@ def test_addresses_sendfleet_did_not_publish_are_never_removed(rsa_key: rsa.RSAP
     (change,) = diff([], current, [key], {("o80.mta1.lab.test", "A"): frozenset({"198.51.100.80"})})
     assert (change.delete, change.delete_rrset) == (("198.51.100.80",), False)
     assert diff([], current, [key], {}) == []
+
+
+def test_bounce_domain_gets_mx_to_the_feedback_host_and_the_domains_spf(rsa_key: rsa.RSAPrivateKey) -> None:
+    inv = inventory({"feedback_mx": ["fb.lab.test"]})
+    assert inv.bounce_domains == {"bounces.shop.test": "shop.test", "bounces.news.test": "news.test"}
+    plan = plan_records(inv, {("shop.test", "s2026a"): pem(rsa_key), ("news.test", "s1"): pem(rsa_key)})
+    by_key = {(r.name, r.rtype): r for r in plan.records}
+    mx = by_key[("bounces.shop.test", "MX")]
+    assert mx.values == ("10 fb.lab.test",) and mx.rdata_texts() == ["10 fb.lab.test."]
+    assert mx.zone == "shop.test" and mx.purpose == "bounce-mx"
+    # SPF is checked on the envelope sender's domain: the bounce domain authorizes what the sender domain does
+    assert by_key[("bounces.shop.test", "TXT")].values == by_key[("shop.test", "TXT")].values
+    # as the authoritative server holds it (normalised), the MX record needs no change
+    current = {("bounces.shop.test", "MX"): Current(300, ("10 fb.lab.test",))}
+    assert not [c for c in diff([mx], current) if c.name == "bounces.shop.test"]
+
+
+def test_no_feedback_host_no_bounce_domain_unless_named() -> None:
+    inv = inventory()
+    assert inv.bounce_domains == {}
+    named = inventory({"sender_domains": {"shop.test": {"pool": "transactional", "selectors": ["s1"],
+                                                        "bounce_domain": "rp.shop.test"}}})
+    assert named.bounce_domains == {"rp.shop.test": "shop.test"}
+    off = inventory({"feedback_mx": "fb.lab.test", "sender_domains": {
+        "shop.test": {"pool": "transactional", "selectors": ["s1"], "bounce_domain": False}}})
+    assert off.bounce_domains == {}
+
+
+def test_feedback_hosts_are_the_default_mx() -> None:
+    data = {"pools": {"p": {}}, "sender_domains": {"shop.test": {"pool": "p", "selectors": ["s1"]}},
+            "host_domain": "lab.test", "admin_networks": ["198.51.100.0/28"]}
+    inv = build_inventory(Path("/inv"), [VarSource("group_vars/all/x.yml", data)],
+                          [HostSource("fb", ("feedback",), [])])
+    assert inv.feedback_mx == ("fb.lab.test",)
+    assert inv.bounce_domains == {"bounces.shop.test": "shop.test"}
+
+
+def test_bounce_domain_outside_the_sender_domain_is_refused() -> None:
+    with pytest.raises(InventoryError, match=r"sender_domains\.shop\.test\.bounce_domain: bounces\.other\.test is not "
+                                             r"under shop\.test"):
+        inventory({"sender_domains": {"shop.test": {"pool": "transactional", "selectors": ["s1"],
+                                                    "bounce_domain": "bounces.other.test"}}})

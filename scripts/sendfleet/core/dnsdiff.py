@@ -79,6 +79,9 @@ def presentation(rtype: str, value: str) -> str:
         return txt_presentation(value)
     if rtype in ("PTR", "CNAME", "NS"):
         return f"{value}."
+    if rtype == "MX":
+        pref, _, host = value.strip().partition(" ")
+        return f"{pref} {host.strip().rstrip('.')}."
     return value
 
 
@@ -90,6 +93,9 @@ def normalize(rtype: str, value: str) -> str:
             return value.strip()
     if rtype in ("PTR", "CNAME", "NS"):
         return normalize_name(value)
+    if rtype == "MX":
+        pref, _, host = value.strip().partition(" ")
+        return f"{pref} {normalize_name(host)}"
     return value
 
 

@@ -14,7 +14,11 @@ Global (the variables of the group `all`: its inventory vars, group_vars/all.yml
                               ed25519_selectors: [..], ed25519_signing_selector (optional: dual signing),
                               dmarc: {p, sp, rua, ruf, adkim, aspf, pct, fo} | false,
                               mta_sts: {mode, mx: [..], max_age}, tls_rpt: {rua: [..]},
-                              spf_include: [..], spf_all: "~all"|"-all"}}
+                              spf_include: [..], spf_all: "~all"|"-all",
+                              bounce_domain: name under DOMAIN | false (default bounces.DOMAIN when there
+                              is a feedback MX)}}
+  feedback_mx:      [host names]: the MX of every bounce domain (default: the hosts of group `feedback`, each
+                    by its name when it has a dot, else <name>.<host_domain>)
   vetted_ips:       {POOL: [{ip, ...evidence}]}   (written by `sendfleet vet --admit`)
   app_networks, admin_networks: [CIDR, ...]
   dns_zones:        [zones whose records we publish (the update server is authoritative for them)]
@@ -44,7 +48,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -64,7 +68,7 @@ VARIABLES = (
     "dns_update_port", "dns_tsig_key_name", "dns_tsig_algorithm", "dns_tsig_secret", "dns_resolver",
     "dns_resolver_port", "dns_ttl", "rdns_gate", "dkim_keys_dir", "sending_ips", "host_domain",
     "sending_ips_require_vetted", "postfix_sasl", "provider_classes", "shaping_rules", "postfix_transport_limits",
-    "postfix_providers", "dnsbl_monitor_providers",
+    "postfix_providers", "dnsbl_monitor_providers", "feedback_mx",
 )
 
 DEFAULT_TTL = 3600
@@ -179,6 +183,9 @@ class SenderDomain:
     # Ed25519 keys (RFC 8463), signing beside the RSA signature ("dual signing"); empty: RSA only
     ed25519_selectors: tuple[str, ...] = ()
     ed25519_signing_selector: str | None = None  # None: the first Ed25519 selector
+    # the envelope sender's domain (VERP return path) whose MX is the feedback host; None: no bounce domain
+    bounce_domain: str | None = None
+    bounce_domain_off: bool = False  # `bounce_domain: false`: none even when the fleet has a feedback MX
 
     @property
     def signer(self) -> str | None:
@@ -251,6 +258,12 @@ class Inventory:
     vars: Mapping[str, Any] = field(default_factory=dict)  # merged global (`all`) variables
     # provider classes: the shipped default with the inventory's `provider_classes` over it (sendfleet.core.shaping)
     classes: Mapping[str, shaping.ProviderClass] = field(default_factory=dict)
+    feedback_mx: tuple[str, ...] = ()  # the MX hosts of the bounce domains (the feedback hosts)
+
+    @property
+    def bounce_domains(self) -> dict[str, str]:
+        """Bounce domain -> its sender domain, for every sender domain that has one."""
+        return {d.bounce_domain: d.name for d in self.sender_domains.values() if d.bounce_domain}
 
     def sending_ips(self) -> list[SendingIp]:
         """Every sending IP of every host, in host order then inventory order."""
@@ -600,7 +613,7 @@ def _pool_name(spec: Mapping[str, Any], key: str, pools: Mapping[str, Pool], wha
 
 
 _DOMAIN_SETTINGS = ("pool", "selectors", "signing_selector", "ed25519_selectors", "ed25519_signing_selector",
-                    "dmarc", "mta_sts", "tls_rpt", "spf_include", "spf_all")
+                    "dmarc", "mta_sts", "tls_rpt", "spf_include", "spf_all", "bounce_domain")
 
 
 def _sender_domain(
@@ -631,9 +644,13 @@ def _sender_domain(
     mta_sts = problems.check(_mta_sts, spec.get("mta_sts"), f"{key}.mta_sts", default=None)
     spf_all = problems.check(_choice, spec.get("spf_all", DEFAULT_SPF_ALL), f"{key}.spf_all",
                              ("-all", "~all", "?all", "+all"), default=DEFAULT_SPF_ALL)
+    bounce = problems.check(_bounce_domain, spec.get("bounce_domain"), domain, f"{key}.bounce_domain",
+                            default=None)
     if len(problems.found) > found:
         return None
     return SenderDomain(
+        bounce_domain=bounce or None,
+        bounce_domain_off=bounce == "",
         name=domain,
         pool=pool,
         selectors=tuple(selectors),
@@ -646,6 +663,41 @@ def _sender_domain(
         ed25519_signing_selector=ed25519_signing,
         spf_all=spf_all,
     )
+
+
+def default_bounce_domain(domain: str) -> str:
+    """The bounce domain of a sender domain that names none, when the fleet has a feedback MX."""
+    return f"bounces.{domain}"
+
+
+def bounce_domains_of(sender_domains: Mapping[str, Any], has_feedback: bool) -> dict[str, str]:
+    """Sender domain -> bounce domain, from the raw `sender_domains` variable (already validated by the model):
+    `bounce_domain:` when set, none when it is false, else bounces.DOMAIN when the fleet has a feedback MX."""
+    out: dict[str, str] = {}
+    for name, spec in sender_domains.items():
+        domain = normalize_name(str(name))
+        raw = spec.get("bounce_domain") if isinstance(spec, Mapping) else None
+        if raw is False:
+            continue
+        if raw:
+            out[domain] = normalize_name(str(raw))
+        elif has_feedback:
+            out[domain] = default_bounce_domain(domain)
+    return out
+
+
+def _bounce_domain(raw: Any, domain: str, where: str) -> str | None:
+    """None: the default; "": `false` (no bounce domain); else the name, which must lie under the sender domain so
+    that the envelope sender aligns with the From domain under DMARC's relaxed SPF alignment."""
+    if raw is None:
+        return None
+    if raw is False:
+        return ""
+    name = _domain(raw, where, hostname=True)
+    if not name.endswith("." + domain):
+        raise UsageError(f"{where}: {name} is not under {domain} (the envelope sender must share the sender "
+                         "domain's organizational domain to keep DMARC alignment); use e.g. bounces." + domain)
+    return name
 
 
 def _tls_rpt(raw: Any, domain: str, where: str) -> TlsRpt | None:
@@ -870,7 +922,15 @@ def _build(
             " the base role's firewall would lock everyone out)"
         )
 
+    no_mx: tuple[str, ...] = ()
+    feedback_mx = problems.check(_feedback_mx, v, global_vars, hosts, default=no_mx)
+    if feedback_mx:
+        domains = {
+            name: d if d.bounce_domain or d.bounce_domain_off else replace(d, bounce_domain=default_bounce_domain(name))
+            for name, d in domains.items()
+        }
     return Inventory(
+        feedback_mx=feedback_mx,
         classes=problems.check(_classes, v, default={}),
         path=path,
         hosts=built_hosts,
@@ -888,6 +948,29 @@ def _build(
         vetted_ips=vetted,
         vars=dict(v.values),
     )
+
+
+def _feedback_mx(v: _Vars, global_vars: Sequence[VarSource], hosts: Sequence[HostSource]) -> tuple[str, ...]:
+    """`feedback_mx`, else the FQDNs of the hosts of group `feedback`."""
+    raw = v.get("feedback_mx")
+    where = f"{v.where('feedback_mx')}: feedback_mx"
+    if raw is not None:
+        names = _list(raw, where, scalar_ok=True)
+        return tuple(_domain(n, f"{where}[{i}]", hostname=True) for i, n in enumerate(names))
+    out: list[str] = []
+    for h in hosts:
+        if "feedback" not in h.groups:
+            continue
+        if "." in h.name:
+            out.append(_domain(h.name, f"hosts: {h.name}", hostname=True))
+            continue
+        hv = _Vars([*global_vars, *h.vars])
+        domain = hv.get("host_domain")
+        if not domain:
+            raise hv.fail("host_domain", f"missing: feedback host {h.name} needs it for its name (the bounce "
+                          "domains' MX), or set feedback_mx")
+        out.append(_domain(f"{h.name}.{domain}", f"{hv.where('host_domain')}: host_domain", hostname=True))
+    return tuple(out)
 
 
 def _classes(v: _Vars) -> dict[str, shaping.ProviderClass]:

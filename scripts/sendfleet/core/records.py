@@ -36,10 +36,10 @@ TXT_CHUNK = 255
 @dataclass(frozen=True)
 class PlannedRecord:
     name: str  # owner name, lower case, no trailing dot
-    rtype: str  # PTR, A, AAAA, TXT
+    rtype: str  # PTR, A, AAAA, TXT, MX
     ttl: int
     values: tuple[str, ...]  # presentation values; TXT: the logical (unsplit) string
-    purpose: str  # ptr, address, spf, spf-pool, dkim, dmarc, mta-sts, tls-rpt
+    purpose: str  # ptr, address, spf, spf-pool, spf-bounce, bounce-mx, dkim, dmarc, mta-sts, tls-rpt
     subject: str  # the IP, domain, domain/selector or pool it is for
     zone: str | None  # the zone we publish it in; None: outside our zones (ask the provider / DNS host)
     match: str | None = None  # TXT prefix owned in a shared RRset ("v=spf1"); None: the whole RRset
@@ -59,6 +59,8 @@ class PlannedRecord:
         if self.rtype == "TXT":
             return [txt_presentation(v) for v in self.values]
         if self.rtype in ("PTR", "CNAME", "NS"):
+            return [f"{v}." for v in self.values]
+        if self.rtype == "MX":  # "10 fb.example.net" -> "10 fb.example.net."
             return [f"{v}." for v in self.values]
         return list(self.values)
 
@@ -207,6 +209,14 @@ def plan_records(inv: Inventory, dkim_pems: Mapping[tuple[str, str], bytes | Non
                 match="v=spf1",
             )
         )
+        if domain.bounce_domain:
+            # the envelope sender's domain (VERP return path): SPF is checked there, its MX takes the DSNs
+            bounce = domain.bounce_domain
+            records.append(PlannedRecord(bounce, "TXT", inv.dns_ttl, (value,), "spf-bounce", domain.name,
+                                         zone_for(bounce, zones), match="v=spf1"))
+            mx = tuple(f"{10 * (i + 1)} {name}" for i, name in enumerate(inv.feedback_mx))
+            records.append(PlannedRecord(bounce, "MX", inv.dns_ttl, mx, "bounce-mx", domain.name,
+                                         zone_for(bounce, zones)))
 
         for sel in domain.all_selectors:
             name = f"{sel}._domainkey.{domain.name}"
