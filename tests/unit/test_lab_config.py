@@ -18,7 +18,8 @@ def test_default_plan_matches_design() -> None:
     assert (cfg.auth_dns, cfg.rbldnsd, cfg.resolver, cfg.apt_cache) == (
         "198.51.100.2", "198.51.100.3", "198.51.100.4", "198.51.100.5")
     assert [(h.name, h.ipv4) for h in cfg.hosts] == [
-        ("mta1", "198.51.100.10"), ("mta2", "198.51.100.11"), ("mta3", "198.51.100.12"), ("sink", "198.51.100.20")]
+        ("mta1", "198.51.100.10"), ("mta2", "198.51.100.11"), ("mta3", "198.51.100.12"), ("sink", "198.51.100.20"),
+        ("fb", "198.51.100.21"), ("mon", "198.51.100.22")]
     assert cfg.candidate_range == "198.51.100.64/26"
     assert cfg.app_network == "198.51.100.32/29" and cfg.outsider == "198.51.100.40"
     assert cfg.reverse_zone == "100.51.198.in-addr.arpa"

@@ -28,6 +28,8 @@ OFF_APT_CACHE = 5
 OFF_FIRST_SENDER = 10
 MAX_SENDERS = 10
 OFF_SINK = 20
+OFF_FEEDBACK = 21  # the feedback host: MX of the bounce domains, PostgreSQL with the suppression list
+OFF_MONITORING = 22  # Prometheus and Alertmanager
 OFF_APP_FIRST, OFF_APP_LAST = 32, 39  # app_networks = the /29 at .32
 OFF_OUTSIDER = 40
 OFF_CANDIDATE_FIRST, OFF_CANDIDATE_LAST = 64, 127  # the /26 of candidate sending IPs
@@ -59,7 +61,7 @@ class LabHost:
     """One lab machine: a systemd-nspawn Debian host in its own network namespace."""
 
     name: str
-    role: str  # "sender" | "sink"
+    role: str  # "sender" | "sink" | "feedback" | "monitoring"
     ipv4: str
     ipv6: str
 
@@ -176,6 +178,8 @@ class LabConfig:
             for i in range(self.senders)
         ]
         out.append(LabHost("sink", "sink", self.v4(OFF_SINK), self.v6(OFF_SINK)))
+        out.append(LabHost("fb", "feedback", self.v4(OFF_FEEDBACK), self.v6(OFF_FEEDBACK)))
+        out.append(LabHost("mon", "monitoring", self.v4(OFF_MONITORING), self.v6(OFF_MONITORING)))
         return out
 
     def host(self, name: str) -> LabHost:

@@ -4,6 +4,7 @@ vetted_ips.yml and host_vars/ belong to `sendfleet vet --admit` and `sendfleet p
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,13 @@ def write_inventory(cfg: LabConfig, lab_key: Path, tsig_secret: str) -> None:
     inv = cfg.inventory_dir
     key = copy_ssh_key(lab_key, inv)
     senders = {h.name: {"ansible_host": h.ipv4, "host_ipv6": h.ipv6} for h in cfg.hosts if h.role == "sender"}
-    sinks = {h.name: {"ansible_host": h.ipv4, "host_ipv6": h.ipv6} for h in cfg.hosts if h.role == "sink"}
-    hosts: dict[str, Any] = {"all": {"children": {"senders": {"hosts": senders}, "sinks": {"hosts": sinks}}}}
+    def group(role: str) -> dict[str, Any]:
+        return {h.name: {"ansible_host": h.ipv4, "host_ipv6": h.ipv6} for h in cfg.hosts if h.role == role}
+
+    hosts: dict[str, Any] = {"all": {"children": {
+        "senders": {"hosts": senders}, "sinks": {"hosts": group("sink")}, "feedback": {"hosts": group("feedback")},
+        "monitoring": {"hosts": group("monitoring")},
+    }}}
     yamlfile.write_atomic(inv / "hosts.yml", HEADER + yamlfile.dumps(hosts))
     lab_vars: dict[str, Any] = {
         "ansible_user": "root",
@@ -74,6 +80,9 @@ def write_inventory(cfg: LabConfig, lab_key: Path, tsig_secret: str) -> None:
         "lab_recipient_domains": list(RECIPIENT_DOMAINS),
         "lab_apt_proxy": f"http://{cfg.apt_cache}:3142",
         "lab_blocklist_server": cfg.rbldnsd,
+        "lab_feedback_address": cfg.host("fb").ipv4,
+        # the monitoring host scrapes every node exporter
+        "base_monitoring_networks": [f"{cfg.host('mon').ipv4}/32"],
     }
     yamlfile.write_atomic(inv / "group_vars/all/lab.yml", HEADER + yamlfile.dumps(lab_vars))
     update_vars = {
@@ -86,6 +95,10 @@ def write_inventory(cfg: LabConfig, lab_key: Path, tsig_secret: str) -> None:
     }
     yamlfile.write_atomic(inv / "group_vars/all/dns_update.yml", HEADER + yamlfile.dumps(update_vars), mode=0o600)
     yamlfile.write_atomic(inv / "group_vars/all/shaping.yml", HEADER + SHAPING_TEXT)
+    # the senders' read-only login to the feedback host's suppression list: derived from the lab's own secret
+    lookup = hashlib.sha256(f"suppression-lookup:{tsig_secret}".encode()).hexdigest()[:32]
+    yamlfile.write_atomic(inv / "group_vars/all/feedback.yml",
+                          HEADER + yamlfile.dumps({"suppression_lookup_password": lookup}), mode=0o600)
     pools = inv / "group_vars/all/pools.yml"
     if not pools.exists():
         yamlfile.write_atomic(pools, pools_text(cfg))
@@ -129,11 +142,13 @@ sender_domains:
   {shop}:
     pool: transactional
     selectors: [s2026a]
-    dmarc: {{p: none, rua: "mailto:dmarc@{shop}"}}
+    dmarc: {{p: none, rua: "mailto:dmarc@bounces.{shop}"}}
+    tls_rpt: {{rua: "mailto:tlsrpt@bounces.{shop}"}}
   {news}:
     pool: marketing
     selectors: [s2026a]
-    dmarc: {{p: none, rua: "mailto:dmarc@{news}"}}
+    dmarc: {{p: none, rua: "mailto:dmarc@bounces.{news}"}}
+    tls_rpt: {{rua: "mailto:tlsrpt@bounces.{news}"}}
 # addresses allowed to submit mail to the senders (the lab's app addresses)
 app_networks: [{cfg.app_network}]
 # addresses allowed to SSH in
