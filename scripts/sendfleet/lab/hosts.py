@@ -12,7 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
-from sendfleet.lab import cgroups, sinkpolicy, zonedata
+from sendfleet.lab import alertrecorder, cgroups, sinkpolicy, zonedata
 from sendfleet.lab.config import HOST_DOMAIN, LabConfig, LabHost
 from sendfleet.lab.system import LabError, pid_alive, read_pid, run, start_daemon, stop_pid
 
@@ -89,6 +89,12 @@ def _prepare_sink(cfg: LabConfig, root: Path) -> None:
     wants.parent.mkdir(parents=True, exist_ok=True)
     wants.unlink(missing_ok=True)
     wants.symlink_to("/etc/systemd/system/sink-policy.service")
+    # the lab's Alertmanager receiver (webhook), also this very module (standard library only)
+    _write(root / zonedata.ALERT_RECORDER_SCRIPT.lstrip("/"), Path(alertrecorder.__file__).read_text(), 0o755)
+    _write(root / "etc/systemd/system/alert-recorder.service", zonedata.ALERT_RECORDER_UNIT)
+    wants = wants.with_name("alert-recorder.service")
+    wants.unlink(missing_ok=True)
+    wants.symlink_to("/etc/systemd/system/alert-recorder.service")
 
 
 def supervisor_pid(cfg: LabConfig, host: LabHost) -> int | None:

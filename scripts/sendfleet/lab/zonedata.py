@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from sendfleet.lab import sinkpolicy
+from sendfleet.lab import alertrecorder, sinkpolicy
 from sendfleet.lab.config import (
     BLOCKLIST_ZONES,
     HOST_DOMAIN,
@@ -300,6 +300,22 @@ Before=postfix.service
 [Service]
 Type=notify
 ExecStart=/usr/bin/python3 {SINK_POLICY_SCRIPT} {sinkpolicy.REPLY_TABLE}
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+ALERT_RECORDER_SCRIPT = "/usr/local/lib/alert-recorder/alertrecorder.py"
+ALERT_RECORDER_UNIT = f"""# written by `sendfleet lab up`: the lab's Alertmanager receiver (see alertrecorder.py)
+[Unit]
+Description=lab alert recorder (Alertmanager webhook receiver)
+After=network.target
+
+[Service]
+Type=simple
+ExecStart=/usr/bin/python3 {ALERT_RECORDER_SCRIPT} --port {alertrecorder.ALERT_PORT} --file {alertrecorder.ALERT_FILE}
 Restart=always
 RestartSec=1
 
