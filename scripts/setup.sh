@@ -9,6 +9,7 @@ APT_PACKAGES=(
   knot knot-dnsutils rbldnsd unbound bind9-dnsutils                 # lab DNS: authoritative, blocklists, resolver
   apt-cacher-ng                                                     # package proxy for lab hosts
   swaks dnsperf                                                     # test and benchmark clients
+  postgresql                                                        # the feedback store's tests (a throwaway cluster)
   prometheus                                                        # promtool: the alert rules' gate
   python3-venv
 )
@@ -29,9 +30,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# prometheus brings its server and Alertmanager: this machine only needs promtool, so neither runs here
+# prometheus brings its server and Alertmanager: this machine only needs promtool, so neither runs here; nor
+# postgresql's main cluster (the feedback tests start their own on a unix socket)
 if [ "$(id -u)" -eq 0 ]; then
-  for unit in prometheus prometheus-alertmanager; do
+  for unit in prometheus prometheus-alertmanager postgresql; do
     if systemctl is-enabled --quiet "$unit" 2>/dev/null; then systemctl disable --quiet "$unit" 2>/dev/null || true; fi
     if systemctl is-active --quiet "$unit" 2>/dev/null; then systemctl stop "$unit" || true; fi
   done
