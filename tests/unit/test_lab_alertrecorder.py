@@ -87,7 +87,7 @@ def test_a_notification_is_recorded_alert_by_alert_and_served_back(server: tuple
         "2026-12-03T03:20:05.123Z", "0001-01-01T00:00:00Z", "3b1e5c1f0a6f9e2d")
     assert alerts[1].ends_at == "2026-12-03T03:19:30Z"
     assert alerts[0].received == alerts[1].received > 1.7e9
-    # every line is one JSON record with the fields the brief of the recorder names
+    # every line is one JSON record with exactly these fields
     lines = path.read_text().splitlines()
     assert len(lines) == 2
     assert set(json.loads(lines[0])) == {"status", "labels", "annotations", "startsAt", "endsAt", "fingerprint",
