@@ -1,0 +1,265 @@
+"""`process`: the Postfix pipe(8) entry of the feedback host, one message on stdin.
+
+Exit codes (pipe(8)): 0 = stored, or written to the dead-letter directory (a message that cannot be parsed is
+never lost, a metric counts it); 75 (EX_TEMPFAIL) = the database is unreachable, Postfix keeps the message and
+retries. The database is reached before anything else: when it is down nothing is written at all.
+
+Bounces and complaints are stored as events and the suppression policy applied in one transaction; the provider
+class of an event is the recipient domain's class by MX (looked up once per domain and run; `other` when the
+lookup fails). DMARC and TLS-RPT reports are stored once per (org_name, report_id).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+
+from sendfleet import atomicfile
+from sendfleet.core import feedback, shaping, suppression
+from sendfleet.feedback import store
+from sendfleet.feedback.config import Config
+
+EX_TEMPFAIL = 75
+METRICS_FILE = "sendfleet_feedback.prom"
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # dsn | arf | dmarc | tlsrpt | unknown
+    outcome: str  # stored | duplicate | dead_letter
+    suppressed: tuple[str, ...] = ()
+    dead_letter: Path | None = None
+    error: str | None = None
+
+
+class MxClassifier:
+    """A recipient domain's provider class by its MX hosts (dnspython), cached per domain for the run."""
+
+    def __init__(self, classes: Any, *, timeout: float = 5.0,
+                 lookup: Callable[[str], list[str]] | None = None) -> None:
+        self.classes = classes
+        self.timeout = timeout
+        self.lookup = lookup or self._mx
+        self.cache: dict[str, str] = {}
+
+    def _mx(self, domain: str) -> list[str]:
+        import dns.resolver
+
+        answer = dns.resolver.resolve(domain, "MX", lifetime=self.timeout)
+        return [str(r.exchange) for r in sorted(answer, key=lambda r: r.preference)]
+
+    def __call__(self, recipient: str) -> str:
+        domain = recipient.rpartition("@")[2].lower().rstrip(".")
+        if domain not in self.cache:
+            try:
+                self.cache[domain] = shaping.classify(self.lookup(domain), self.classes) if domain else shaping.OTHER
+            except Exception:  # any failure of the lookup: the class is unknown
+                self.cache[domain] = shaping.OTHER
+        return self.cache[domain]
+
+
+# ------------------------------------------------------------------------------------------------ labels
+
+
+def _label_domain(cfg: Config, domain: str | None) -> str:
+    return domain if domain in cfg.sender_domains else "other"
+
+
+def _label_ip(cfg: Config, ip: str | None) -> str:
+    return ip if ip in cfg.fleet_ips else "unknown"
+
+
+def _label_provider(cfg: Config, provider: str) -> str:
+    return provider if provider in cfg.classes else shaping.OTHER
+
+
+# ----------------------------------------------------------------------------------------------- storing
+
+
+def store_parsed(cfg: Config, conn: psycopg.Connection[Any], parsed: feedback.Parsed, provider_of: MxClassifier,
+                 now: datetime) -> Outcome:
+    """Store one parsed message in one transaction (events, suppression, reports, counters)."""
+    suppressed: list[str] = []
+    stored = True
+    providers = {r: provider_of(r) for r in {b.recipient for b in parsed.bounces}
+                 | {c.recipient for c in parsed.complaints}}
+    since = now - timedelta(days=cfg.policy.soft_window_days)
+
+    def apply(cur: psycopg.Cursor[Any], recipient: str, event: suppression.Event) -> None:
+        # weighed against what was stored before it, then stored itself
+        entry = suppression.decide(recipient, event, store.recent_events(cur, recipient, since), cfg.policy)
+        if entry is not None and store.upsert(cur, entry, now=now):
+            suppressed.append(suppression.address_key(entry.address))
+
+    with conn.transaction(), conn.cursor() as cur:
+        for b in parsed.bounces:
+            event = suppression.bounce_event(b, now)
+            provider = providers[b.recipient]
+            apply(cur, b.recipient, event)
+            store.insert_event(cur, at=now, kind="bounce", klass=b.kind, action=b.action, recipient=b.recipient,
+                               sender_domain=b.sender_domain, ip=b.source_ip, provider=provider, status=b.status,
+                               diagnostic=b.diagnostic, source=event.source)
+            store.bump(cur, "sendfleet_feedback_bounces_total", {
+                "sender_domain": _label_domain(cfg, b.sender_domain), "ip": _label_ip(cfg, b.source_ip),
+                "provider": _label_provider(cfg, provider), "class": b.kind})
+        for c in parsed.complaints:
+            event = suppression.complaint_event(c, now)
+            provider = providers[c.recipient]
+            apply(cur, c.recipient, event)
+            store.insert_event(cur, at=now, kind="complaint", klass=None, action=c.feedback_type,
+                               recipient=c.recipient, sender_domain=c.sender_domain, ip=c.source_ip,
+                               provider=provider, status=None, diagnostic=c.arrival, source=event.source)
+            store.bump(cur, "sendfleet_feedback_complaints_total", {
+                "sender_domain": _label_domain(cfg, c.sender_domain), "ip": _label_ip(cfg, c.source_ip),
+                "provider": _label_provider(cfg, provider)})
+        if parsed.dmarc is not None:
+            stored = store.store_dmarc(cur, parsed.dmarc)
+        if parsed.tlsrpt is not None:
+            stored = store.store_tlsrpt(cur, parsed.tlsrpt)
+        store.bump(cur, "sendfleet_feedback_messages_total", {"kind": parsed.kind, "outcome": "stored"})
+        store.set_state(cur, "last_processed", now.timestamp())
+    return Outcome(parsed.kind, "stored" if stored else "duplicate", tuple(suppressed))
+
+
+# ------------------------------------------------------------------------------------------- dead letters
+
+
+def write_dead_letter(directory: Path, head: bytes, rest: IO[bytes] | None, *, error: str, recipient: str,
+                      sender: str, now: datetime) -> Path:
+    """The message (head, then whatever is left on `rest`) as <dir>/<stamp>-<pid>-<rand>.eml, and a JSON sidecar
+    <same>.json naming the error, envelope and time; each written to a temp file then renamed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}-{secrets.token_hex(4)}"
+    path = directory / f"{name}.eml"
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    size = len(head)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(head)
+            while rest is not None and (chunk := rest.read(_CHUNK)):
+                out.write(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o640)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    meta = {"error": error, "recipient": recipient, "sender": sender, "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "bytes": size, "message": path.name}
+    atomicfile.write_atomic(directory / f"{name}.json", json.dumps(meta, indent=2) + "\n", mode=0o640)
+    return path
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if isinstance(err, feedback.FeedbackParseError) else f"{type(err).__name__}: {text}"
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+def _labels(labels: dict[str, str]) -> str:
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in sorted(labels.items())) + "}"
+
+
+def render_metrics(conn: psycopg.Connection[Any]) -> str:
+    help_of = {
+        "sendfleet_feedback_messages_total": "Messages the feedback processor handled, by kind and outcome.",
+        "sendfleet_feedback_bounces_total": "Bounces received, by sender domain, sending IP, provider and class.",
+        "sendfleet_feedback_complaints_total": "Complaints (ARF) received, by sender domain, sending IP, provider.",
+    }
+    rows = store.counters(conn)
+    lines: list[str] = []
+    for name, text in help_of.items():
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} counter"]
+        lines += [f"{name}{_labels(lab)} {v}" for n, lab, v in rows if n == name]
+    active = store.active_by_reason(conn)
+    lines += ["# HELP sendfleet_suppression_entries Active suppression entries, by reason.",
+              "# TYPE sendfleet_suppression_entries gauge"]
+    lines += [f'sendfleet_suppression_entries{{reason="{r}"}} {active.get(r, 0)}' for r in suppression.REASONS]
+    last = store.state(conn, "last_processed")
+    lines += ["# HELP sendfleet_feedback_last_processed_timestamp_seconds When the processor last handled a message.",
+              "# TYPE sendfleet_feedback_last_processed_timestamp_seconds gauge",
+              f"sendfleet_feedback_last_processed_timestamp_seconds {last if last is not None else 0:.3f}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics(cfg: Config, conn: psycopg.Connection[Any]) -> Path | None:
+    if cfg.textfile_dir is None:
+        return None
+    path = cfg.textfile_dir / METRICS_FILE
+    atomicfile.write_atomic(path, render_metrics(conn), mode=0o644)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- the entry
+
+
+def process(cfg: Config, stdin: IO[bytes], recipient: str, sender: str, *, now: datetime | None = None,
+            classifier: MxClassifier | None = None, err: IO[str] | None = None) -> tuple[int, Outcome | None]:
+    """Handle one message; returns (exit code, outcome). Nothing is written when the database is unreachable."""
+    err = err or sys.stderr
+    head = stdin.read(cfg.limits.max_message_bytes + 1)
+    try:
+        with store.connect(cfg.database) as conn:
+            return _process(cfg, conn, head, stdin, recipient, sender, now or datetime.now(UTC),
+                            classifier or MxClassifier(cfg.classes), err)
+    except store.DatabaseUnavailable as e:
+        err.write(f"sendfleet-feedback: {e}; Postfix will retry\n")
+        return EX_TEMPFAIL, None
+
+
+def _process(cfg: Config, conn: psycopg.Connection[Any], head: bytes, stdin: IO[bytes], recipient: str, sender: str,
+             now: datetime, classifier: MxClassifier, err: IO[str]) -> tuple[int, Outcome]:
+    error: str | None = None
+    outcome: Outcome | None = None
+    if len(head) > cfg.limits.max_message_bytes:
+        error = f"message larger than limits.max_message_bytes ({cfg.limits.max_message_bytes} bytes)"
+    else:
+        try:
+            parsed = feedback.parse_message(head, recipient, bounce_domains=cfg.bounce_domains,
+                                            fleet_ips=cfg.fleet_ips, rules=cfg.classes, limits=cfg.limits)
+        except Exception as e:  # anything inside parsing: a dead letter, never a crash
+            error = _one_line(e)
+        else:
+            try:
+                outcome = store_parsed(cfg, conn, parsed, classifier, now)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                err.write(f"sendfleet-feedback: database lost: {_one_line(e)}; Postfix will retry\n")
+                return EX_TEMPFAIL, Outcome(parsed.kind, "tempfail", error=_one_line(e))
+            except psycopg.Error as e:
+                error = f"database refused it: {_one_line(e)}"
+    if outcome is None:
+        path = write_dead_letter(cfg.dead_letter_dir, head, stdin, error=error or "unknown", recipient=recipient,
+                                 sender=sender, now=now)
+        err.write(f"sendfleet-feedback: {error}; kept as {path}\n")
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                store.bump(cur, "sendfleet_feedback_messages_total", {"kind": "unknown", "outcome": "dead_letter"})
+                store.set_state(cur, "last_processed", now.timestamp())
+        except psycopg.Error as e:
+            err.write(f"sendfleet-feedback: dead letter not counted: {_one_line(e)}\n")
+        outcome = Outcome("unknown", "dead_letter", dead_letter=path, error=error)
+    try:
+        write_metrics(cfg, conn)
+    except (OSError, psycopg.Error) as e:
+        err.write(f"sendfleet-feedback: metrics not written: {_one_line(e)}\n")
+    return 0, outcome
+
+
