@@ -15,6 +15,8 @@ gate "ruff" ruff check scripts tests bench
 gate "mypy (strict, the package)" mypy
 gate "yamllint" yamllint -s .
 gate "ansible-lint (production profile)" ansible-lint --profile production
+gate "alert rules (promtool check rules)" promtool check rules roles/monitoring/files/rules/*.yml
+gate "alert rule tests (promtool test rules)" promtool test rules roles/monitoring/files/rules/tests/*.yml
 gate "site.yml syntax" ansible-playbook -i inventories/example site.yml --syntax-check
 collection_out=$(mktemp -d)
 gate "collection build (galaxy.yml)" ansible-galaxy collection build --output-path "$collection_out"
