@@ -528,9 +528,13 @@ def _parse_report(parts: Sequence[Message], limits: Limits) -> Parsed:
         raise FeedbackParseError("not a DSN, ARF report, DMARC or TLS report: no delivery-status, "
                                  "feedback-report or report attachment")
     for part in candidates:
-        name = _filename(part) or part.get_content_type()
+        ctype = part.get_content_type()
+        name = _filename(part) or ctype
         content = inflate(_decoded(part), name, limits, f"attachment {name[:80]!r}")
-        what = sniff(content)
+        # the content says what it is when it can; else the type or name it was sent with
+        hint = ("json" if ctype.startswith("application/tlsrpt") or ".json" in name
+                else "xml" if ctype in ("text/xml", "application/xml") or ".xml" in name else None)
+        what = sniff(content) or hint
         if what == "xml":
             return Parsed("dmarc", dmarc=parse_dmarc(content))
         if what == "json":
