@@ -23,6 +23,7 @@ import psycopg
 import pytest
 import yaml
 
+from sendfleet.cli import main as sendfleet_main
 from sendfleet.core import suppression
 from sendfleet.feedback import config, processor, store
 from sendfleet.feedback.__main__ import run_captured
@@ -299,6 +300,35 @@ def test_remove_lifts_the_suppression(cfg: config.Config) -> None:
     assert _host(cfg, "suppression", "remove", "Alice@Gmail.test")[0] == 0
     assert lookup(cfg, "alice@gmail.test") is None
     assert _host(cfg, "suppression", "remove", "alice@gmail.test")[0] == 1  # nothing left to remove
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_the_controller_cli_round_trip(cfg: config.Config, pg: Cluster, tmp_path: Path, fmt: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`sendfleet suppression ... --local`: the controller's command, run in-process against the database."""
+
+    def cli(c: config.Config, *words: str) -> tuple[int, str, str]:
+        code = sendfleet_main(["suppression", *words, "--local", "--feedback-config", str(c.path)])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    process(cfg, dsn("alice@gmail.test", "5.1.1"), verp("alice@gmail.test"))
+    process(cfg, arf("carol@yahoo.test"), "fbl@bounces.shop.test")
+    assert cli(cfg, "add", "Op@Example.NET", "--detail", "by phone", "--expires-days", "90")[0] == 0
+    first = tmp_path / f"first.{fmt}"
+    assert cli(cfg, "export", "--output", str(first))[0] == 0
+    other = _write_config(tmp_path / "other.yml", pg.create_database(f"feedback_{next(_names)}"), tmp_path / "o")
+    assert run_captured(["schema", "--config", str(other)])[0] == 0
+    other_cfg = config.load(other)
+    code, out, err = cli(other_cfg, "import", str(first))
+    assert (code, out) == (0, "3 entries imported\n"), err
+    second = tmp_path / f"second.{fmt}"
+    assert cli(other_cfg, "export", "--output", str(second))[0] == 0
+    assert second.read_text() == first.read_text()
+    code, out, _ = cli(other_cfg, "check", "op@example.net")
+    assert code == 0 and out.startswith("550 5.1.1 <op@example.net>: suppressed since ") and "(manual)" in out
+    assert cli(other_cfg, "remove", "op@example.net")[0] == 0
+    assert cli(other_cfg, "check", "op@example.net")[1] == "op@example.net: not suppressed\n"
 
 
 # ---------------------------------------------------------------------------------------------- reports

@@ -140,7 +140,8 @@ LEAVES = leaf_commands()
 # Values for the required arguments of each command, so that one bad input is the only thing wrong.
 FILLERS = {"--zones": "zones.yml", "-i": "inv", "--inventory": "inv", "--pool": "transactional",
            "--resolver": GUARD_RESOLVER, "--ip": "198.51.100.70", "--class": "gmail"}
-POSITIONAL_FILLERS = {"target": "198.51.100.64", "host": "mta1", "entry": "198.51.100.66"}
+POSITIONAL_FILLERS = {"target": "198.51.100.64", "host": "mta1", "entry": "198.51.100.66",
+                      "address": "someone@example.test", "file": "suppressions.csv"}
 
 
 def option(parser: argparse.ArgumentParser, *names: str) -> argparse.Action | None:

@@ -4,7 +4,11 @@ reasons, and each IP's monitor status (in service / drained), as counted on ever
 dnsbl_monitor role (its delivery timer reads Postfix's log). The provider of a count is the class of the
 transport that carried the mail (`other`: the IP's own transport); a count a sender filed under anything else
 (a recipient domain, in a state file written before the labels were classes) shows as `other`. `--png` draws a
-chart of the window."""
+chart of the window.
+
+`sendfleet report feedback -i INVENTORY [--days N]` and `sendfleet report dmarc ...` read the feedback host
+instead (sendfleet.commands.feedback_report): bounce and complaint rates per sender domain, IP and provider class,
+and the DMARC aggregate reports received."""
 
 from __future__ import annotations
 
@@ -33,7 +37,11 @@ def register(sub: Any) -> None:
         description="Deliveries (sent, deferred, bounced) per sending IP and provider class over a window, "
         "read from the monitor on every sender, with the top reasons; optionally a PNG chart.",
         epilog="example: sendfleet report -i inventories/prod --hours 24 --png deliveries.png")
+    parser.add_argument("what", nargs="?", choices=("deliveries", "feedback", "dmarc"), default="deliveries",
+                        help="deliveries (default; from the senders), feedback (bounce and complaint rates, from the "
+                        "feedback host and the senders) or dmarc (DMARC aggregate reports)")
     add_inventory_options(parser)
+    parser.add_argument("--days", type=int, default=7, help="feedback, dmarc: window in days, up to now (default 7)")
     parser.add_argument("--hours", type=int, default=24, help="window in hours, up to now (default 24)")
     parser.add_argument("--png", type=Path, help="write a chart of the window to this PNG file")
     parser.add_argument("--format", choices=("table", "json"), default="table")
@@ -41,6 +49,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--from-dir", type=Path,
                         help="read DIR/<host>/delivery.json and state.json instead of asking the hosts by SSH")
     parser.add_argument("--state-dir", default=STATE_DIR, help=f"monitor state directory on the hosts ({STATE_DIR})")
+    from sendfleet.feedback import client
+
+    client.add_options(parser)
     parser.set_defaults(func=_run)
 
 
@@ -126,6 +137,10 @@ def _per_ip(report: dict[str, Any]) -> list[tuple[str, dict[str, int]]]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.what != "deliveries":
+        from sendfleet.commands import feedback_report
+
+        return feedback_report.run(args, _fetch, build_report)
     if not 1 <= args.hours <= 24 * 31:
         raise UsageError(f"--hours {args.hours}: expected 1..744")
     if args.png is not None and not args.png.parent.is_dir():
