@@ -36,6 +36,7 @@ COMMANDS = {
     "readiness": "send tagged mail through every sending IP and verify what the receiving MX saw",
     "warmup": "IP warm-up: each IP's stage, weight and limits",
     "report": "deliveries per sending IP and provider, with a PNG chart",
+    "status": "the fleet now: per host and IP the state, last hour, queue and firing alerts",
     "suppression": "the suppression list on the feedback host: list, add, remove, import, export",
     "shaping": "per (IP, provider class): limits, throttles and suspensions; suspend or resume a path",
 }
