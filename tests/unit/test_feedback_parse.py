@@ -160,11 +160,50 @@ def test_dsn_without_a_readable_recipient_is_a_parse_error() -> None:
         parse(raw, "x@bounces.shop.test")
 
 
-def test_free_text_bounce_without_delivery_status_is_a_parse_error() -> None:
-    raw = (b"From: MAILER-DAEMON@old.test\nSubject: failure notice\n\nSorry, we were unable to deliver.\n"
-           b"<a@old.test>: 550 5.1.1 user unknown\n")
-    with pytest.raises(FeedbackParseError, match="not a DSN, ARF report, DMARC or TLS report"):
-        parse(raw, "b+a=old.test@bounces.shop.test")
+def test_exim_plain_text_bounce_at_a_verp_address() -> None:
+    # Exim before 4.83 sent bounces as plain text, with the returned message inline
+    parsed = parse(fixture("exim_plain_bounce.eml"), "b+greg=oldisp.test@bounces.shop.test")
+    assert parsed.bounces == (Bounce(
+        "greg@oldisp.test", "shop.test", "failed", "5.1.1", "hard",
+        "550 5.1.1 <greg@oldisp.test>: Recipient address rejected: User unknown in virtual mailbox table",
+        None, None),)
+
+
+def test_plain_text_bounce_with_the_returned_message_attached() -> None:
+    raw = (b"From: MAILER-DAEMON@x.test\nSubject: Returned mail: see transcript for details\nMIME-Version: 1.0\n"
+           b"Content-Type: multipart/mixed; boundary=B\n\n--B\nContent-Type: text/plain\n\n"
+           b"----- Transcript of session follows -----\n... while talking to mx.x.test.:\n"
+           b">>> RCPT To:<ann@x.test>\n<<< 550-5.7.1 [198.51.100.70] blocked using zen.spamhaus.org\n\n"
+           b"--B\nContent-Type: message/rfc822\n\nReceived: from mta1.shop.test ([198.51.100.70]) by mx.x.test\n"
+           b"Subject: hi\n\nhi\n--B--\n")
+    (b,) = parse(raw, "b+ann=x.test@bounces.shop.test").bounces
+    assert (b.recipient, b.status, b.kind, b.source_ip) == ("ann@x.test", "5.7.1", "block", "198.51.100.70")
+    assert b.diagnostic == "550-5.7.1 [198.51.100.70] blocked using zen.spamhaus.org"
+
+
+def test_qmail_plain_text_bounce_at_a_verp_address() -> None:
+    (b,) = parse(fixture("qmail_plain_bounce.eml"), "b+hal=tinyhost.test@bounces.news.test").bounces
+    assert (b.recipient, b.sender_domain, b.status, b.kind) == ("hal@tinyhost.test", "news.test", "5.2.1", "hard")
+    assert b.diagnostic == "550 5.2.1 <hal@tinyhost.test>: mailbox disabled"
+    assert b.source_ip is None  # the copy is in the text, not a MIME part
+
+
+@pytest.mark.parametrize(("raw", "rcpt", "error"), [
+    # not at a VERP address: nothing says whose bounce it is
+    (b"From: MAILER-DAEMON@old.test\nSubject: failure notice\n\n<a@old.test>: 550 5.1.1 user unknown\n",
+     "postmaster@bounces.shop.test", "not a DSN, ARF report, DMARC or TLS report"),
+    # an auto-reply at the VERP address: neither from a mailer daemon nor a bounce's subject
+    (b"From: Alice <a@old.test>\nSubject: Out of office\n\nBack on Monday; 550 5.1.1 is a code I like\n",
+     "b+a=old.test@bounces.shop.test", "not a DSN, ARF report, DMARC or TLS report"),
+    # a bounce that names no permanent reply
+    (b"From: MAILER-DAEMON@old.test\nSubject: Warning: message delayed\n\n451 4.3.0 try again\n",
+     "b+a=old.test@bounces.shop.test", "names no 5xx 5.x.x reply"),
+    (b"From: postmaster@old.test\nSubject: Undeliverable\n\nit did not work\n",
+     "b+a=old.test@bounces.shop.test", "names no 5xx 5.x.x reply"),
+], ids=["no-verp", "auto-reply", "only-4xx", "no-reply"])
+def test_free_text_that_is_not_simple_is_a_parse_error(raw: bytes, rcpt: str, error: str) -> None:
+    with pytest.raises(FeedbackParseError, match=error):
+        parse(raw, rcpt)
 
 
 # ---------------------------------------------------------------------------------------------------- ARF

@@ -7,7 +7,9 @@ Which kind a message is comes from its structure, not from the address it was se
 message/feedback-report (or multipart/report; report-type=feedback-report) is ARF, a part message/delivery-status
 (or report-type=delivery-status) a DSN, else the first report attachment (gzip, zip, XML or JSON, recognised by its
 content) is a DMARC aggregate report (XML) or a TLS report (JSON). A bounce without a delivery-status part (free
-text only) is a parse error: it goes to the dead letters, where an operator reads it.
+text, as Exim and qmail send by default) is read only when it is simple: sent to a VERP address (the recipient),
+from MAILER-DAEMON or postmaster or with a bounce's subject, with a '5xx 5.x.x' reply line in its text; anything
+else goes to the dead letters, where an operator reads it.
 
 Who a report is about, in order of trust:
 - the VERP address we sent from (`verp_decode`): the envelope recipient of the report, the ARF Original-Mail-From,
@@ -508,6 +510,35 @@ def _parse_arf(msg: Message, parts: Sequence[Message], envelope: str, bounce_dom
     ),))
 
 
+# ------------------------------------------------------------------------------------ plain-text bounces
+
+
+_BOUNCER = re.compile(r"(?i)^(?:mailer-daemon|mail-daemon|postmaster|mdaemon)@")
+_BOUNCE_SUBJECT = re.compile(r"(?i)undeliver|delivery (?:status notification|failure|has failed)|"
+                             r"mail delivery failed|returned mail|failure notice|could not be delivered")
+_TEXT_REPLY = re.compile(r"(?<![\w.])(?P<code>5\d\d)[ -](?P<enh>5\.\d{1,3}\.\d{1,3})(?![\w.])[^\n]*")
+
+
+def _looks_like_bounce(msg: Message) -> bool:
+    sender = normalise_address(email.utils.parseaddr(_h(msg, "From"))[1]) or ""
+    return _BOUNCER.match(sender) is not None or _BOUNCE_SUBJECT.search(_h(msg, "Subject")) is not None
+
+
+def _parse_plain_bounce(msg: Message, parts: Sequence[Message], verp: tuple[str, str], fleet: frozenset[str],
+                        rules: Mapping[str, ProviderClass]) -> Parsed:
+    """A bounce in free text (Exim's and qmail's default) at a VERP address: the recipient is the VERP one, the
+    first '5xx 5.x.x ...' line of the first text/plain part says why. Anything less clear is a parse error."""
+    body = next((p for p in parts if p.get_content_type() == "text/plain" and not p.is_multipart()), None)
+    text = _decoded(body).decode("utf-8", "replace") if body is not None else ""
+    m = _TEXT_REPLY.search(text)
+    if m is None:
+        raise FeedbackParseError("plain-text bounce without a delivery-status part names no 5xx 5.x.x reply")
+    diagnostic = " ".join(m.group(0).split())[:_DIAGNOSTIC_CAP]
+    status = m.group("enh")
+    return Parsed("dsn", bounces=(Bounce(verp[0], verp[1], "failed", status, classify_bounce(status, diagnostic, rules),
+                                         diagnostic, None, _received_fleet_ip(_returned(parts), fleet)),))
+
+
 # --------------------------------------------------------------------------------------------- reports
 
 
@@ -573,4 +604,7 @@ def parse_message(raw: bytes, recipient: str, *, bounce_domains: Mapping[str, st
         return _parse_dsn(parts, recipient, bounce_domains, fleet, rules)
     if report_type:
         raise FeedbackParseError(f"unsupported report-type {report_type[:40]!r}")
+    verp = verp_decode(recipient, bounce_domains)
+    if verp is not None and _looks_like_bounce(msg):
+        return _parse_plain_bounce(msg, parts, verp, fleet, rules)
     return _parse_report(parts, limits)
