@@ -159,6 +159,10 @@ def test_a_hard_bounce_suppresses_at_once(cfg: config.Config) -> None:
     out = process(cfg, dsn("Alice@gmail.test", "5.1.1"), verp("Alice@gmail.test"))
     assert (out.kind, out.outcome, out.suppressed) == ("dsn", "stored", ("alice@gmail.test",))
     assert lookup(cfg, "ALICE@gmail.test") == "550 5.1.1 <alice@gmail.test>: suppressed since 2026-12-02 (hard-bounce)"
+    # the query text as the senders' Postfix runs it: %s replaced by the recipient
+    with store.connect(cfg.database) as conn:
+        row = conn.execute(store.LOOKUP_QUERY.replace("%s", "Alice@Gmail.test")).fetchone()
+    assert row == (lookup(cfg, "alice@gmail.test"),)
     # the verb answers what the senders' map answers
     code, text, _ = run_captured(["suppression", "check", "alice@gmail.test", "--config", str(cfg.path),
                                   "--format", "json"])
