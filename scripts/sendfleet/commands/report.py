@@ -34,9 +34,14 @@ STATE_DIR = "/var/lib/sendfleet/monitor"
 def register(sub: Any) -> None:
     parser = sub.add_parser(
         "report", help="deliveries per sending IP and provider, with a PNG chart",
-        description="Deliveries (sent, deferred, bounced) per sending IP and provider class over a window, "
-        "read from the monitor on every sender, with the top reasons; optionally a PNG chart.",
-        epilog="example: sendfleet report -i inventories/prod --hours 24 --png deliveries.png")
+        description="Deliveries (sent, deferred, bounced) per sending IP and provider class over a window,\n"
+        "read from the monitor on every sender, with the top reasons; optionally a PNG chart.\n\n"
+        "report feedback: bounce and complaint rates per sender domain, IP and provider class over --days\n"
+        "(the feedback host's counts against the senders' deliveries). report dmarc: the DMARC aggregate reports\n"
+        "received, per domain and source IP.",
+        epilog="example: sendfleet report -i inventories/prod --hours 24 --png deliveries.png\n"
+        "example: sendfleet report feedback -i inventories/prod --days 7",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", nargs="?", choices=("deliveries", "feedback", "dmarc"), default="deliveries",
                         help="deliveries (default; from the senders), feedback (bounce and complaint rates, from the "
                         "feedback host and the senders) or dmarc (DMARC aggregate reports)")
