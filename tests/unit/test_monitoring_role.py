@@ -47,13 +47,15 @@ LAB_VARS: dict[str, Any] = {
 }
 
 
-def render(tmp: Path, extra: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    """Render the role's templates for host mon into tmp/out; extra vars as -e (as an inventory would set them)."""
+def render(tmp: Path, extra: dict[str, Any], rules_from: Path = ROLE / "files" / "rules"
+           ) -> subprocess.CompletedProcess[str]:
+    """Render the role's templates for host mon into tmp/out, with the rule files of rules_from copied to tmp/rules;
+    extra vars as -e (as an inventory would set them)."""
     (tmp / "out").mkdir(exist_ok=True)
     (tmp / "hosts.yml").write_text(yaml.safe_dump(INVENTORY))  # sorted: mon is the first sender
     rules = tmp / "rules"
     rules.mkdir(exist_ok=True)
-    for path in (ROLE / "files" / "rules").glob("*.yml"):
+    for path in rules_from.glob("*.yml"):
         shutil.copy(path, rules / path.name)
     (tmp / "extra.json").write_text(json.dumps({
         "monitoring_listen_address": "198.51.100.22", "monitoring_rules_dir": str(rules), **extra}))
