@@ -287,6 +287,7 @@ class DeliveryBook:
     domain_hours: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
     refusals: dict[str, int] = field(default_factory=dict)  # sender domain -> refused suppressed recipients
     envelopes: dict[str, tuple[str, float]] = field(default_factory=dict)  # queue ID -> (sender domain, time)
+    _ip_of: dict[str, str] = field(default_factory=dict, repr=False, compare=False)  # transport -> IP (memo)
 
     def feed(self, ident: str, message: str, time: float) -> bool:
         """One log line: a delivery, qmgr's envelope or removal of a message, or a suppression refusal. True when
@@ -315,6 +316,12 @@ class DeliveryBook:
         return name if name in self.sender_domains else poolmap.OTHER_CLASS
 
     def ip_of(self, transport: str) -> str:
+        ip = self._ip_of.get(transport)
+        if ip is None:
+            ip = self._ip_of[transport] = self._read_ip(transport)
+        return ip
+
+    def _read_ip(self, transport: str) -> str:
         if transport in self.ips:
             return self.ips[transport]
         base = base_transport(transport)
@@ -328,12 +335,13 @@ class DeliveryBook:
         ip = self.ip_of(d.transport)
         key = (ip, provider_label(d.klass, self.classes), d.status)
         self.totals[key] = self.totals.get(key, 0) + 1
-        bucket = self.hours.setdefault(hour_key(d.time), {})
+        hour = hour_key(d.time)
+        bucket = self.hours.setdefault(hour, {})
         bucket[key] = bucket.get(key, 0) + 1
         envelope = self.envelopes.get(d.queue_id)
         dkey = (envelope[0] if envelope is not None else poolmap.OTHER_CLASS, d.status)
         self.domain_totals[dkey] = self.domain_totals.get(dkey, 0) + 1
-        dbucket = self.domain_hours.setdefault(hour_key(d.time), {})
+        dbucket = self.domain_hours.setdefault(hour, {})
         dbucket[dkey] = dbucket.get(dkey, 0) + 1
         if d.status == "sent":
             self.last_sent[ip] = max(self.last_sent.get(ip, 0.0), d.time)
