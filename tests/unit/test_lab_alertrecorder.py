@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -13,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from sendfleet.lab import alertrecorder, zonedata
+from sendfleet.lab import alertrecorder, alerts, zonedata
 from sendfleet.lab.alertrecorder import Alert, find, read_file
+from sendfleet.lab.config import LabConfig
+from sendfleet.lab.system import LabError
 
 # What Alertmanager 0.25 POSTs to a webhook_config with send_resolved: true (one firing, one resolved alert).
 PAYLOAD: dict[str, Any] = {
@@ -149,3 +152,33 @@ def test_the_sink_unit_runs_this_module_on_the_recorders_port_and_file() -> None
     assert (f"ExecStart=/usr/bin/python3 {zonedata.ALERT_RECORDER_SCRIPT} --port 9095 "
             "--file /var/spool/alerts/alerts.jsonl") in unit
     assert "WantedBy=multi-user.target" in unit and "Restart=always" in unit
+
+
+def test_tests_wait_for_an_alert_in_the_sinks_tree(tmp_path: Path) -> None:
+    """sendfleet.lab.alerts reads the file where the sink's recorder writes it, in the lab's state folder."""
+    with pytest.raises(LabError, match="lab is not up"):
+        alerts.read_alerts(tmp_path)
+    cfg = LabConfig(state_dir=tmp_path)
+    (tmp_path / "lab.json").write_text(cfg.to_json())
+    path = alerts.alerts_file(tmp_path)
+    assert path == tmp_path / "hosts" / "sink" / "root" / "var" / "spool" / "alerts" / "alerts.jsonl"
+    assert alerts.read_alerts(tmp_path) == []
+    recorder = alertrecorder.Recorder(path)
+    since = time.time()
+    old = alertrecorder.parse_payload(json.dumps(PAYLOAD).encode(), since - 60)  # before the test: not waited for
+    recorder.append(old)
+    later = threading.Timer(0.3, lambda: recorder.append(
+        alertrecorder.parse_payload(json.dumps(PAYLOAD).encode(), time.time())))
+    later.start()
+    try:
+        found = alerts.wait_for_alert("NodeExporterDown", "firing", labels={"host": "mta1"}, since=since,
+                                      timeout=10, state_dir=tmp_path)
+    finally:
+        later.join()
+    assert found.received >= since and found.labels["host"] == "mta1"
+    assert alerts.wait_for_alert("IPListed", "resolved", timeout=0, state_dir=tmp_path) == old[1]
+    with pytest.raises(LabError, match=r"no alert NodeExporterDown resolved .*received: IPListed resolved mta2, "
+                                       r"NodeExporterDown firing mta1"):
+        alerts.wait_for_alert("NodeExporterDown", "resolved", timeout=0.6, since=since, state_dir=tmp_path)
+    assert alerts.clear(tmp_path) == 4
+    assert alerts.read_alerts(tmp_path) == [] and path.exists()
