@@ -11,7 +11,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
@@ -201,6 +203,28 @@ def test_three_soft_bounces_in_the_window_suppress_two_do_not(cfg: config.Config
     with store.connect(cfg.database) as conn:
         expires = conn.execute("SELECT expires FROM suppression WHERE address = %s", (rcpt,)).fetchone()
     assert expires == (NOW + timedelta(days=30),)
+
+
+def test_soft_bounces_processed_at_once_still_count(cfg: config.Config) -> None:
+    """Postfix runs several processors at once: three soft bounces of one recipient arriving together (each
+    processor past its MX lookup at the same moment) still suppress."""
+    rcpt = "gina@gmail.test"
+    barrier = threading.Barrier(3)
+
+    def mx_lookup(domain: str) -> list[str]:
+        barrier.wait(timeout=30)
+        return MX[domain]
+
+    def one(_: int) -> processor.Outcome | None:
+        raw = dsn(rcpt, "4.2.2", diagnostic="452 4.2.2 mailbox full")
+        return processor.process(cfg, io.BytesIO(raw), verp(rcpt), "MAILER-DAEMON",  # dated as they are stored
+                                 classifier=processor.MxClassifier(cfg.classes, lookup=mx_lookup), err=io.StringIO())[1]
+
+    with ThreadPoolExecutor(3) as pool:
+        outcomes = list(pool.map(one, range(3)))
+    assert sorted(len(o.suppressed) for o in outcomes if o is not None) == [0, 0, 1]
+    reply = lookup(cfg, rcpt)
+    assert reply is not None and reply.endswith("(soft-bounces)")
 
 
 def test_soft_bounces_spread_over_more_than_the_window_do_not_suppress(cfg: config.Config) -> None:

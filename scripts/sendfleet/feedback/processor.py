@@ -88,36 +88,41 @@ def _label_provider(cfg: Config, provider: str) -> str:
 
 
 def store_parsed(cfg: Config, conn: psycopg.Connection[Any], parsed: feedback.Parsed, provider_of: MxClassifier,
-                 now: datetime) -> Outcome:
-    """Store one parsed message in one transaction (events, suppression, reports, counters)."""
+                 now: datetime | None = None) -> Outcome:
+    """Store one parsed message in one transaction (events, suppression, reports, counters). The events are
+    dated `now`, by default the time the transaction holds its recipients' locks (so that of two messages about a
+    recipient the one weighed later is the later one)."""
     suppressed: list[str] = []
     stored = True
     providers = {r: provider_of(r) for r in {b.recipient for b in parsed.bounces}
                  | {c.recipient for c in parsed.complaints}}
-    since = now - timedelta(days=cfg.policy.soft_window_days)
 
     def apply(cur: psycopg.Cursor[Any], recipient: str, event: suppression.Event) -> None:
         # weighed against what was stored before it, then stored itself
+        since = at - timedelta(days=cfg.policy.soft_window_days)
         entry = suppression.decide(recipient, event, store.recent_events(cur, recipient, since), cfg.policy)
-        if entry is not None and store.upsert(cur, entry, now=now):
+        if entry is not None and store.upsert(cur, entry, now=at):
             suppressed.append(suppression.address_key(entry.address))
 
     with conn.transaction(), conn.cursor() as cur:
+        # processors running at once weigh a recipient's events one after the other (in one order: no deadlock)
+        store.lock_recipients(cur, providers)
+        at = now or datetime.now(UTC)
         for b in parsed.bounces:
-            event = suppression.bounce_event(b, now)
+            event = suppression.bounce_event(b, at)
             provider = providers[b.recipient]
             apply(cur, b.recipient, event)
-            store.insert_event(cur, at=now, kind="bounce", klass=b.kind, action=b.action, recipient=b.recipient,
+            store.insert_event(cur, at=at, kind="bounce", klass=b.kind, action=b.action, recipient=b.recipient,
                                sender_domain=b.sender_domain, ip=b.source_ip, provider=provider, status=b.status,
                                diagnostic=b.diagnostic, source=event.source)
             store.bump(cur, "sendfleet_feedback_bounces_total", {
                 "sender_domain": _label_domain(cfg, b.sender_domain), "ip": _label_ip(cfg, b.source_ip),
                 "provider": _label_provider(cfg, provider), "class": b.kind})
         for c in parsed.complaints:
-            event = suppression.complaint_event(c, now)
+            event = suppression.complaint_event(c, at)
             provider = providers[c.recipient]
             apply(cur, c.recipient, event)
-            store.insert_event(cur, at=now, kind="complaint", klass=None, action=c.feedback_type,
+            store.insert_event(cur, at=at, kind="complaint", klass=None, action=c.feedback_type,
                                recipient=c.recipient, sender_domain=c.sender_domain, ip=c.source_ip,
                                provider=provider, status=None, diagnostic=c.arrival, source=event.source)
             store.bump(cur, "sendfleet_feedback_complaints_total", {
@@ -128,7 +133,7 @@ def store_parsed(cfg: Config, conn: psycopg.Connection[Any], parsed: feedback.Pa
         if parsed.tlsrpt is not None:
             stored = store.store_tlsrpt(cur, parsed.tlsrpt)
         store.bump(cur, "sendfleet_feedback_messages_total", {"kind": parsed.kind, "outcome": "stored"})
-        store.set_state(cur, "last_processed", now.timestamp())
+        store.set_state(cur, "last_processed", at.timestamp())
     return Outcome(parsed.kind, "stored" if stored else "duplicate", tuple(suppressed))
 
 
@@ -218,7 +223,7 @@ def process(cfg: Config, stdin: IO[bytes], recipient: str, sender: str, *, now: 
     head = stdin.read(cfg.limits.max_message_bytes + 1)
     try:
         with store.connect(cfg.database) as conn:
-            return _process(cfg, conn, head, stdin, recipient, sender, now or datetime.now(UTC),
+            return _process(cfg, conn, head, stdin, recipient, sender, now,
                             classifier or MxClassifier(cfg.classes), err)
     except store.DatabaseUnavailable as e:
         err.write(f"sendfleet-feedback: {e}; Postfix will retry\n")
@@ -226,7 +231,7 @@ def process(cfg: Config, stdin: IO[bytes], recipient: str, sender: str, *, now: 
 
 
 def _process(cfg: Config, conn: psycopg.Connection[Any], head: bytes, stdin: IO[bytes], recipient: str, sender: str,
-             now: datetime, classifier: MxClassifier, err: IO[str]) -> tuple[int, Outcome]:
+             now: datetime | None, classifier: MxClassifier, err: IO[str]) -> tuple[int, Outcome]:
     error: str | None = None
     outcome: Outcome | None = None
     if len(head) > cfg.limits.max_message_bytes:
@@ -246,6 +251,7 @@ def _process(cfg: Config, conn: psycopg.Connection[Any], head: bytes, stdin: IO[
             except psycopg.Error as e:
                 error = f"database refused it: {_one_line(e)}"
     if outcome is None:
+        now = now or datetime.now(UTC)
         path = write_dead_letter(cfg.dead_letter_dir, head, stdin, error=error or "unknown", recipient=recipient,
                                  sender=sender, now=now)
         err.write(f"sendfleet-feedback: {error}; kept as {path}\n")

@@ -155,6 +155,13 @@ def insert_event(cur: psycopg.Cursor[Any], *, at: datetime, kind: str, klass: st
         (at, kind, klass, action, recipient.lower(), sender_domain, ip, provider, status, diagnostic, source))
 
 
+def lock_recipients(cur: psycopg.Cursor[Any], recipients: Iterable[str]) -> None:
+    """Hold a transaction lock per recipient (sorted), so that concurrent messages about one recipient are weighed
+    against each other's events, not side by side."""
+    for key in sorted({r.lower() for r in recipients}):
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+
+
 def recent_events(cur: psycopg.Cursor[Any], recipient: str, since: datetime) -> list[Event]:
     """The stored events of `recipient` after `since` (what the suppression policy weighs a new one against)."""
     cur.execute(
