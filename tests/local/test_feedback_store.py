@@ -129,6 +129,23 @@ def dmarc_message(report_id: str) -> bytes:
     return msg.as_bytes()
 
 
+def tlsrpt_message(report_id: str) -> bytes:
+    report = {"organization-name": "Google Inc.", "report-id": report_id, "contact-info": "tls@google.test",
+              "date-range": {"start-datetime": "2026-12-01T00:00:00Z", "end-datetime": "2026-12-01T23:59:59Z"},
+              "policies": [{"policy": {"policy-type": "sts", "policy-domain": "shop.test"},
+                            "summary": {"total-successful-session-count": 90, "total-failure-session-count": 2},
+                            "failure-details": [{"result-type": "certificate-expired", "failed-session-count": 2}]}]}
+    msg = MIMEMultipart()
+    msg["From"] = "noreply-smtp-tls-reporting@google.test"
+    msg["To"] = "tlsrpt@bounces.shop.test"
+    msg["Subject"] = f"Report Domain: shop.test Submitter: google.test Report-ID: <{report_id}>"
+    msg.attach(MIMEText("TLS report"))
+    part = MIMEApplication(gzip.compress(json.dumps(report).encode()), "tlsrpt+gzip")
+    part.add_header("Content-Disposition", "attachment", filename=f"google.test!shop.test!{report_id}.json.gz")
+    msg.attach(part)
+    return msg.as_bytes()
+
+
 def process(cfg: config.Config, raw: bytes, envelope: str, now: datetime = NOW) -> processor.Outcome:
     classifier = processor.MxClassifier(cfg.classes, lookup=lambda d: MX[d])
     code, outcome = processor.process(cfg, io.BytesIO(raw), envelope, "MAILER-DAEMON", now=now,
@@ -369,6 +386,13 @@ def test_a_report_received_twice_is_stored_once(cfg: config.Config) -> None:
     with store.connect(cfg.database) as conn:
         assert conn.execute("SELECT count(*) FROM dmarc_reports").fetchone() == (2,)
         assert conn.execute("SELECT count(*) FROM dmarc_records").fetchone() == (4,)
+    assert process(cfg, tlsrpt_message("t-1"), "tlsrpt@bounces.shop.test").outcome == "stored"
+    assert process(cfg, tlsrpt_message("t-1"), "tlsrpt@bounces.shop.test").outcome == "duplicate"
+    with store.connect(cfg.database) as conn:
+        assert conn.execute("SELECT count(*) FROM tlsrpt_reports").fetchone() == (1,)
+        assert conn.execute("SELECT policy_domain, success, failure, failures FROM tlsrpt_policies").fetchall() == [
+            ("shop.test", 90, 2, [["certificate-expired", 2]])]
+    assert metrics(cfg)['sendfleet_feedback_messages_total{kind="tlsrpt",outcome="stored"}'] == 2
     code, _, err = run_captured(["report", "dmarc", "--days", "3650", "--config", str(cfg.path), "--format", "json"])
     assert code == 2 and "--days 3650" in err
     with store.connect(cfg.database) as conn:
