@@ -279,3 +279,46 @@ def test_read_queue_writes_the_metrics_or_says_it_could_not(tmp_path: Any, monke
     text = parse((tmp_path / "sendfleet_queue.prom").read_text())
     assert samples_of(text, "sendfleet_queue_check_ok") == [({}, 0.0)]
     assert samples_of(text, "sendfleet_queue_messages") == []
+
+
+def test_delivery_run_counts_sender_domains_and_reads_the_queue(tmp_path: Any, monkeypatch: Any) -> None:
+    import json
+    import os
+    import time
+    from datetime import UTC, datetime
+
+    stamp = datetime.now(UTC).strftime("%b %d %H:%M:%S")
+    log = tmp_path / "mail.log"
+    log.write_text("".join(f"{stamp} mta1 {ident}[1]: {msg}\n" for ident, msg in [
+        ("postfix/qmgr", "4QA1z: from=<b+a=gmail.test@bounces.shop.test>, size=900, nrcpt=1 (queue active)"),
+        ("postfix/sf_198_51_100_72_gmail/smtp", "4QA1z: to=<a@gmail.test>, relay=mx[198.51.100.20]:25, delay=0.2, "
+         "dsn=2.0.0, status=sent (250 2.0.0 Ok)"),
+        ("postfix/qmgr", "4QA1z: removed"),
+        ("postfix/smtpd", "NOQUEUE: reject: RCPT from c[198.51.100.5]: 550 5.1.1 <x@gmail.test>: suppressed since "
+         "2026-12-01 (hard-bounce); from=<b+x=gmail.test@bounces.shop.test> to=<x@gmail.test> proto=ESMTP"),
+    ]))
+    queue_line = json.dumps({"queue_name": "deferred", "queue_id": "4QB2z", "arrival_time": int(time.time()) - 700,
+                             "message_size": 1, "sender": "", "recipients": [{"address": "u@yahoo.test"}]})
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "postqueue"
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' '{queue_line}'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    cfg = agent.Config({"zones_file": "z", "log_source": str(log), "delivery_file": str(tmp_path / "delivery.json"),
+                        "textfile_dir": str(tmp_path), "sender_domains": {"shop.test": "bounces.shop.test"},
+                        "shaping": {"classes": {"gmail": {}, "yahoo": {}}},
+                        "queue": {"lookups_per_run": 0, "class_cache_file": str(tmp_path / "classes.json")},
+                        "members": [{"ip": "198.51.100.72", "pool": "p", "transport": "sf_198_51_100_72"}]}, "c")
+    assert agent.cmd_delivery(cfg) == 0
+    data = json.loads((tmp_path / "delivery.json").read_text())
+    assert data["sender_domain_totals"] == {"shop.test": {"sent": 1, "deferred": 0, "bounced": 0}}
+    assert data["suppression_refusals"] == {"shop.test": 1} and data["envelopes"] == {}
+    delivery = parse((tmp_path / "sendfleet_delivery.prom").read_text())
+    assert ({"sender_domain": "shop.test", "status": "sent"}, 1.0) in \
+        samples_of(delivery, "sendfleet_delivery_sender_domain_total")
+    queue = parse((tmp_path / "sendfleet_queue.prom").read_text())
+    assert ({"queue": "deferred"}, 1.0) in samples_of(queue, "sendfleet_queue_messages")
+    assert ({"provider": "other"}, 1.0) in samples_of(queue, "sendfleet_queue_deferred_messages")  # no lookup left
+    oldest = dict((lbl["queue"], v) for lbl, v in samples_of(queue, "sendfleet_queue_oldest_seconds"))
+    assert 700 <= oldest["deferred"] < 760
