@@ -76,9 +76,19 @@ def test_list_runs_the_module_on_the_first_feedback_host(tmp_path: Path, ssh: Fa
     assert main(["suppression", "list", "-i", str(inventory(tmp_path)), "--format", "json"]) == 0
     argv = ssh.calls[0][0]
     assert argv[0] == "ssh" and "admin@198.51.100.21" in argv and argv[argv.index("-p") + 1] == "2222"
-    assert ssh.remote() == ["sudo", "-n", "-u", "sendfleet", "/opt/sendfleet/venv/bin/python", "-m",
+    assert ssh.remote() == ["sudo", "-n", "-u", "sendfleet", "--", "/opt/sendfleet/venv/bin/python", "-m",
                             "sendfleet.feedback", "suppression", "list", "--format", "json"]
     assert json.loads(capsys.readouterr().out) == ssh.reply
+
+
+def test_root_switches_user_with_runuser(tmp_path: Path, ssh: FakeSsh) -> None:
+    """root has no sudo rule to rely on (Debian's minimal hosts have no sudo): util-linux's runuser."""
+    ssh.reply = []
+    inv = inventory(tmp_path)
+    hosts = inv / "hosts.yml"
+    hosts.write_text(hosts.read_text().replace("ansible_user: admin", "ansible_user: root"))
+    assert main(["suppression", "list", "-i", str(inv), "--format", "json"]) == 0
+    assert ssh.remote()[:5] == ["runuser", "-u", "sendfleet", "--", "/opt/sendfleet/venv/bin/python"]
 
 
 def test_the_remote_python_and_user_are_options(tmp_path: Path, ssh: FakeSsh) -> None:

@@ -1,7 +1,7 @@
 """`sendfleet suppression list|add|remove|import|export|check -i INVENTORY`: the fleet's suppression list, kept on
 the feedback host (the first host of the inventory group `feedback`) in PostgreSQL and read by every sender's
 Postfix at RCPT. Each verb runs `python -m sendfleet.feedback suppression ...` there over SSH (as the database's
-owner, `sudo -n -u sendfleet`) and prints a table or, with `--format json`, JSON.
+owner: `runuser` as root, else `sudo -n -u sendfleet`) and prints a table or, with `--format json`, JSON.
 
 `import FILE` takes CSV or JSON (by the file's extension, or --input-format): sendfleet's own export, or the CSV
 another ESP exports (columns found case-insensitively: email/address/email_address/recipient, reason/type/status,

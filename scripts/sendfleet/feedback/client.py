@@ -1,7 +1,7 @@
 """The controller's way to the feedback host: run `python -m sendfleet.feedback VERB --format json ...` on the
 first host of the inventory group `feedback` over SSH (`sendfleet.monitor.remote.ssh_argv`), as the database's
-owner (`sudo -n -u sendfleet`, peer authentication), or in this process with `--local` (a given configuration file
-and conninfo: tests, or a controller that is the feedback host)."""
+owner (`runuser` as root, else `sudo -n -u sendfleet`; peer authentication), or in this process with `--local` (a
+given configuration file and conninfo: tests, or a controller that is the feedback host)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--remote-python", default=REMOTE_PYTHON,
                    help=f"python of the sendfleet venv on the feedback host (default {REMOTE_PYTHON})")
     g.add_argument("--remote-user", default=REMOTE_USER,
-                   help=f"run it as this user with `sudo -n -u` ('' for the SSH user itself; default {REMOTE_USER})")
+                   help=f"run it as this user: `runuser -u` when the SSH user is root, else `sudo -n -u` ('' for "
+                        f"the SSH user itself; default {REMOTE_USER})")
     g.add_argument("--local", action="store_true",
                    help="run it in this process against --database and --feedback-config instead of over SSH")
     g.add_argument("--feedback-config", type=Path, help="with --local: the feedback configuration file")
@@ -64,7 +65,10 @@ def run(args: argparse.Namespace, inv: Inventory | None, words: Sequence[str], *
         host = hosts[0]
         command = [args.remote_python, "-m", "sendfleet.feedback", *words]
         if args.remote_user:
-            command = ["sudo", "-n", "-u", args.remote_user, *command]
+            # root (the lab, many fleets) switches user with util-linux's runuser; anyone else needs sudo's rule
+            ssh_user = host.vars.get("ansible_user") or host.vars.get("ansible_ssh_user")
+            switch = ["runuser", "-u"] if ssh_user == "root" else ["sudo", "-n", "-u"]
+            command = [*switch, args.remote_user, "--", *command]
         argv = remote.ssh_argv(host.name, host.vars, shlex.join(command))
         try:
             proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False)

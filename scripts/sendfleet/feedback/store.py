@@ -19,11 +19,16 @@ from sendfleet.errors import CannotCheckError
 if TYPE_CHECKING:  # psycopg is imported when a connection is made (the Ansible filter reads LOOKUP_QUERY alone)
     import psycopg
 
+# Postfix quotes %u (local part) and %d (domain) for SQL and runs the query for full addresses only (not for the
+# bare domain and local part check_recipient_access also tries); its reply text follows "<address>: Recipient
+# address rejected:", so it does not repeat the address.
 LOOKUP_QUERY = (
-    "SELECT '550 5.1.1 <' || address || '>: suppressed since ' || "
+    "SELECT '550 5.1.1 suppressed since ' || "
     "to_char(created AT TIME ZONE 'UTC','YYYY-MM-DD') || ' (' || reason || ')' "
-    "FROM suppression WHERE address = lower('%s') AND (expires IS NULL OR expires > now())"
+    "FROM suppression WHERE address = lower('%u@%d') AND (expires IS NULL OR expires > now())"
 )
+#: The Postfix placeholders of LOOKUP_QUERY, as one bound parameter (the address) for psycopg.
+_LOOKUP_PARAM = "'%u@%d'"
 SCHEMA_VERSION = 1
 
 # Each statement is idempotent: `schema` runs them all on every deploy.
@@ -256,7 +261,7 @@ def active_by_reason(conn: psycopg.Connection[Any]) -> dict[str, int]:
 def check(conn: psycopg.Connection[Any], address: str) -> str | None:
     """The senders' map's reply for `address` (None: not suppressed), by LOOKUP_QUERY itself."""
     with conn.cursor() as cur:
-        cur.execute(LOOKUP_QUERY.replace("'%s'", "%s"), (address,))
+        cur.execute(LOOKUP_QUERY.replace(_LOOKUP_PARAM, "%s"), (address,))
         row = cur.fetchone()
         return str(row[0]) if row else None
 
