@@ -12,7 +12,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "roles/monitoring/files/rules/sendfleet.yml"
-TESTS = REPO / "roles/monitoring/files/rules/tests/sendfleet_test.yml"
+TESTS = sorted((REPO / "roles/monitoring/files/rules/tests").glob("*.yml"))
 PRODUCERS = [REPO / "scripts/sendfleet/monitor/agent.py", REPO / "scripts/sendfleet/monitor/shaper.py"]
 # written by other parts of sendfleet (the feedback processor, the DNS drift check)
 ELSEWHERE = ("sendfleet_feedback_", "sendfleet_dns_")
@@ -43,11 +43,15 @@ def test_every_alert_has_a_severity_and_says_what_and_where() -> None:
 
 
 def test_every_alert_fires_per_severity_and_stays_quiet_in_the_promtool_tests() -> None:
-    doc = yaml.safe_load(TESTS.read_text(encoding="utf-8"))
-    assert [(TESTS.parent / f).resolve() for f in doc["rule_files"]] == [RULES.resolve()]
     firing: set[tuple[str, str]] = set()
     quiet: set[str] = set()
-    for case in doc["tests"]:
+    assert TESTS
+    cases = []
+    for path in TESTS:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert [(path.parent / f).resolve() for f in doc["rule_files"]] == [RULES.resolve()], path
+        cases += doc["tests"]
+    for case in cases:
         for check in case.get("alert_rule_test") or []:
             expected = check.get("exp_alerts") or []
             if not expected:
