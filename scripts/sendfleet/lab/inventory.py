@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sendfleet import yamlfile
+from sendfleet.lab import alertrecorder
 from sendfleet.lab.config import (
     HOST_DOMAIN,
     RECIPIENT_DOMAINS,
@@ -81,8 +82,21 @@ def write_inventory(cfg: LabConfig, lab_key: Path, tsig_secret: str) -> None:
         "lab_apt_proxy": f"http://{cfg.apt_cache}:3142",
         "lab_blocklist_server": cfg.rbldnsd,
         "lab_feedback_address": cfg.host("fb").ipv4,
-        # the monitoring host scrapes every node exporter
+        # the monitoring host scrapes every node exporter; short cycles so that a test sees an alert within seconds,
+        # and the lab's alert recorder on the sink receives them
         "base_monitoring_networks": [f"{cfg.host('mon').ipv4}/32"],
+        "monitoring_scrape_interval": "5s",
+        "monitoring_evaluation_interval": "5s",
+        "monitoring_alert_receivers": [
+            {"name": "lab", "webhook": {"url": f"http://{cfg.host('sink').ipv4}:{alertrecorder.ALERT_PORT}/"}}],
+        "monitoring_alert_route": {"group_wait": "2s", "group_interval": "5s", "repeat_interval": "1m"},
+        # the senders' checks often enough that a stopped monitor is stale within a minute and a held queue ages
+        # past its threshold in one; rate alerts from a handful of messages
+        "dnsbl_monitor_interval": "20s",
+        "dnsbl_monitor_timer_jitter": "2s",
+        "dnsbl_monitor_delivery_interval": "10s",
+        "dnsbl_monitor_queue_age_threshold": 60,
+        "dnsbl_monitor_alert_min_volume": {"deferral": 5, "bounce": 5, "complaint": 20},
     }
     yamlfile.write_atomic(inv / "group_vars/all/lab.yml", HEADER + yamlfile.dumps(lab_vars))
     update_vars = {
