@@ -5,6 +5,9 @@ Whole RRsets are owned for PTR, DKIM, DMARC, MTA-STS and TLS-RPT names. At a sen
 name only the addresses sendfleet plans or published before are: a PTR name may be a host's own name.
 Records sendfleet published earlier and no longer plans (the state in the inventory, see
 `sendfleet.dns.update`) are deleted, never anything else.
+
+Drift (`drifted`, the monitoring host's check) is the same comparison: a record drifted when `diff` would
+change it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sendfleet.core.inventory import normalize_name
+from sendfleet.core.lookup import Lookup
 from sendfleet.core.records import PlannedRecord, txt_presentation
 
 
@@ -181,3 +185,31 @@ def prune_keys(records: Sequence[PlannedRecord], previously: Iterable[ManagedKey
     """Keys published before and no longer planned (a name/type still planned, even with an error, stays)."""
     planned = {(r.name, r.rtype) for r in records}
     return sorted(k for k in set(previously) if (k.name, k.rtype) not in planned)
+
+
+def seen(records: Iterable[PlannedRecord], lookup: Lookup) -> tuple[dict[tuple[str, str], Current], list[str]]:
+    """What `lookup` (a resolver) answers at each publishable record, as `Current` without a TTL (a cache counts
+    it down), and one line per record it could not tell (error: timeout, SERVFAIL...), which stays out of the
+    mapping: unknown, not absent. NXDOMAIN and NODATA are an empty RRset."""
+    current: dict[tuple[str, str], Current] = {}
+    unknown: list[str] = []
+    for rec in records:
+        if not rec.publishable or rec.key in current:
+            continue
+        answer = lookup(rec.name, rec.rtype)
+        if answer.status in ("error", "unknown"):
+            unknown.append(f"{rec.name} {rec.rtype}: {answer.detail or answer.status}")
+        else:
+            current[rec.key] = Current(None, answer.values)
+    return current, unknown
+
+
+def drifted(records: Sequence[PlannedRecord], current: Mapping[tuple[str, str], Current]) -> list[ManagedKey]:
+    """The publishable records whose published RRset differs from the plan by the rules of `diff` (what
+    `sendfleet dns apply` would change), among those `current` holds: a record whose name and type `current`
+    lacks is unknown, never drift. Only the owned part counts (the v=spf1 value in a shared TXT RRset); at an
+    A/AAAA name only the planned addresses (which others sendfleet published before is known to the
+    controller only); a TTL is compared only where `current` has one."""
+    answered = [r for r in records if r.publishable and r.key in current]
+    changed = {(c.name, c.rtype) for c in diff(answered, current)}
+    return sorted({managed_key(r) for r in answered if r.key in changed})

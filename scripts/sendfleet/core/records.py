@@ -29,6 +29,7 @@ from sendfleet.core.dkim import DkimKeyError, public_from_private_pem
 from sendfleet.core.findings import Finding
 from sendfleet.core.inventory import Inventory, SendingIp, iter_pool_networks, zone_for
 from sendfleet.core.lookup import LookupResult
+from sendfleet.errors import UsageError
 
 TXT_CHUNK = 255
 
@@ -109,6 +110,47 @@ class Plan:
             "problems": [p.as_dict() for p in self.problems],
             "mta_sts_policies": dict(self.extras),
         }
+
+
+def records_from_json(data: Any, where: str) -> tuple[PlannedRecord, ...]:
+    """The records of a JSON plan (`json_text`, i.e. `sendfleet dns plan --format json`), read back; `where`
+    names the file in the UsageError a malformed record raises."""
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise UsageError(f"{where}: records: missing (not the output of 'sendfleet dns plan --format json'?)")
+    records = []
+    for i, raw in enumerate(data["records"]):
+        at = f"{where}: records[{i}]"
+        if not isinstance(raw, dict):
+            raise UsageError(f"{at}: expected a mapping, got {type(raw).__name__}")
+
+        def text(key: str, optional: bool = False, raw: dict[str, Any] = raw, at: str = at) -> str | None:
+            value = raw.get(key)
+            if value is None and optional:
+                return None
+            if not isinstance(value, str) or not value:
+                raise UsageError(f"{at}.{key}: expected a non-empty string, got {value!r}")
+            return value
+
+        values = raw.get("values")
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise UsageError(f"{at}.values: expected a list of strings, got {values!r}")
+        ttl = raw.get("ttl")
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0:
+            raise UsageError(f"{at}.ttl: expected a TTL in seconds, got {ttl!r}")
+        records.append(
+            PlannedRecord(
+                name=str(text("name")),
+                rtype=str(text("type")).upper(),
+                ttl=ttl,
+                values=tuple(values),
+                purpose=str(text("purpose")),
+                subject=str(text("subject")),
+                zone=text("zone", optional=True),
+                match=text("match", optional=True),
+                error=text("error", optional=True),
+            )
+        )
+    return tuple(records)
 
 
 def txt_chunks(value: str) -> list[bytes]:

@@ -5,6 +5,8 @@
   write the state file, the Prometheus textfile and log every change with its evidence.
 - `apply`: make Postfix's pool selection match the plan (warm-up weights) and the drained IPs.
 - `delivery`: read Postfix's log since the last run and count sent/deferred/bounced per IP and provider.
+- `dnsdrift`: on the monitoring host (monitoring role), the published DNS records against the plan
+  (sendfleet.monitor.dnsdrift).
 
 Needs only the standard library, dnspython and PyYAML on the host (Debian: python3-dnspython, python3-yaml).
 """

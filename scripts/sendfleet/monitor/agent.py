@@ -775,7 +775,13 @@ def cmd_shaping(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sendfleet.monitor", description=__doc__)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["dnsdrift"]:  # the monitoring host's check, with options of its own
+        from sendfleet.monitor import dnsdrift
+
+        return dnsdrift.main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m sendfleet.monitor", description=__doc__,
+                                     epilog="python -m sendfleet.monitor dnsdrift --help: the DNS drift check")
     parser.add_argument("command", choices=("check", "apply", "delivery", "status", "shaper", "shaping"))
     parser.add_argument("action", nargs="?", choices=("status", "suspend", "resume", "throttle"),
                         help="shaping: what to ask the running shaper")
