@@ -33,7 +33,8 @@ from tests.local.pgcluster import Cluster, cluster
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
-MX = {"gmail.test": ["gmail-smtp-in.l.google.com."], "yahoo.test": ["mta5.am0.yahoodns.net."]}
+MX = {"gmail.test": ["gmail-smtp-in.l.google.com."], "yahoo.test": ["mta5.am0.yahoodns.net."],
+      "outlook.test": ["outlook-test.mail.protection.outlook.com."]}
 _names = itertools.count()
 
 
@@ -165,6 +166,7 @@ def lookup(cfg: config.Config, address: str) -> str | None:
 
 
 def metrics(cfg: config.Config) -> dict[str, float]:
+    """The series of the metrics textfile: {'name{labels}': value}."""
     assert cfg.textfile_dir is not None
     text = (cfg.textfile_dir / processor.METRICS_FILE).read_text()
     return {line.rpartition(" ")[0]: float(line.rpartition(" ")[2]) for line in text.splitlines()
@@ -284,6 +286,30 @@ def test_an_expired_entry_is_not_returned_by_the_lookup(cfg: config.Config) -> N
     process(cfg, dsn("old@gmail.test", "5.1.1"), verp("old@gmail.test"))
     reply = lookup(cfg, "old@gmail.test")
     assert reply is not None and reply.endswith("(hard-bounce)")
+
+
+def test_the_recipients_class_decides_which_reply_rules_apply(cfg: config.Config) -> None:
+    """Microsoft's network block-list code (S3150) is a rule of class outlook only: from the server of a gmail-class
+    recipient it is no Microsoft block. With an enhanced status that says nothing (5.0.0) and no policy word, that
+    reply is then a bare 5xx: hard, and the recipient is suppressed; the same reply from an outlook-class recipient
+    matches ms-network-block-list: a block, nobody suppressed."""
+    s3150 = "550 5.0.0 Unfortunately, messages from [198.51.100.70] weren't sent. (S3150)"
+    assert process(cfg, dsn("ann@gmail.test", "5.0.0", diagnostic=s3150), verp("ann@gmail.test")).suppressed == (
+        "ann@gmail.test",)
+    assert process(cfg, dsn("bea@outlook.test", "5.0.0", diagnostic=s3150), verp("bea@outlook.test")).suppressed == ()
+    # the lookup fails (no MX known for the domain): the class is unknown, every class's rules apply, as parsed
+    assert process(cfg, dsn("cid@nomx.test", "5.0.0", diagnostic=s3150), verp("cid@nomx.test")).suppressed == ()
+    # Microsoft's real S3150 reply carries 5.7.1: a block for any recipient, by its status (5.7.x), not the rule
+    real = "550 5.7.1 Unfortunately, messages from [198.51.100.70] weren't sent. (S3150)"
+    assert process(cfg, dsn("dan@gmail.test", "5.7.1", diagnostic=real), verp("dan@gmail.test")).suppressed == ()
+    with store.connect(cfg.database) as conn:
+        rows = conn.execute("SELECT recipient, provider, class FROM events ORDER BY id").fetchall()
+    assert rows == [("ann@gmail.test", "gmail", "hard"), ("bea@outlook.test", "outlook", "block"),
+                    ("cid@nomx.test", "other", "block"), ("dan@gmail.test", "gmail", "block")]
+    m = metrics(cfg)
+    gmail = 'ip="unknown",provider="gmail",sender_domain="shop.test"'
+    assert m['sendfleet_feedback_bounces_total{class="hard",' + gmail + "}"] == 1
+    assert m['sendfleet_feedback_bounces_total{class="block",' + gmail + "}"] == 1
 
 
 # ---------------------------------------------------------------------------------------- import, export

@@ -50,7 +50,7 @@ from sendfleet.core.reports import (
     parse_tlsrpt,
     sniff,
 )
-from sendfleet.core.shaping import OTHER, ProviderClass, Rule, match_rule
+from sendfleet.core.shaping import OTHER, ProviderClass, Rule, match_rule, rules_for
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -182,11 +182,12 @@ def _sender_domain_of(domain: str, sender_domains: Collection[str]) -> str | Non
 
 
 def reply_rules(classes: Mapping[str, ProviderClass], klass: str | None = None) -> tuple[Rule, ...]:
-    """The reply rules a bounce's diagnostic is matched against: those of the recipient's provider class when it
-    is known and configured, else every class's (the recipient's class is not known while parsing: it needs the
-    MX lookup the processor does), each class's rules in their order, `other` last."""
+    """The reply rules a bounce's diagnostic is matched against: when the recipient's provider class is known and
+    configured, those the shaper tries for it (`shaping.rules_for`: its own, then `other`'s generic ones); else
+    every class's (the recipient's class is not known while parsing: it needs the MX lookup the processor does),
+    each class's rules in their order, `other` last."""
     if klass is not None and klass in classes:
-        return classes[klass].rules
+        return rules_for(classes, klass)
     ordered = sorted(classes.values(), key=lambda c: (c.name == OTHER, c.name))
     return tuple(r for c in ordered for r in c.rules)
 
@@ -203,7 +204,7 @@ def classify_bounce(status: str, diagnostic: str, rules: Mapping[str, ProviderCl
     """'hard' | 'soft' | 'block' for a failed delivery. `status`: the DSN's Status ('5.1.1', may be ''),
     `diagnostic`: the remote reply as Postfix logs it ('550-5.1.1 The email account ...', may be ''), `rules`: the
     provider classes (`sendfleet.core.shaping.parse_classes` of the inventory's provider_classes and
-    shaping_rules), `klass`: the recipient's provider class when known (then only its rules apply, see
+    shaping_rules), `klass`: the recipient's provider class when known (then only its rules and `other`'s apply, see
     `reply_rules`).
 
     In order: an enhanced status saying the mailbox is gone (`HARD_STATUSES`) is hard; a reply any receiver's

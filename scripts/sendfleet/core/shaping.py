@@ -364,6 +364,14 @@ def classify(mx_hosts: Iterable[str], classes: Mapping[str, ProviderClass]) -> s
     return OTHER
 
 
+def rules_for(classes: Mapping[str, ProviderClass], klass: str) -> tuple[Rule, ...]:
+    """The reply rules for a reply from provider class `klass`, in the order they are tried: the class's own, then
+    `other`'s generic ones (a blocklist named in the text, a rate limit); a class not configured has `other`'s."""
+    own = classes[klass].rules if klass in classes else ()
+    generic = classes[OTHER].rules if klass != OTHER and OTHER in classes else ()
+    return (*own, *generic)
+
+
 def match_rule(rules: Sequence[Rule], code: int | None, enhanced: str | None, text: str) -> Rule | None:
     """The first rule of `rules` that the reply matches."""
     for rule in rules:

@@ -6,7 +6,9 @@ retries. The database is reached before anything else: when it is down nothing i
 
 Bounces and complaints are stored as events and the suppression policy applied in one transaction; the provider
 class of an event is the recipient domain's class by MX (looked up once per domain and run; `other` when the
-lookup fails). DMARC and TLS-RPT reports are stored once per (org_name, report_id).
+lookup fails), and a failed bounce is classified again with the rules of that class (and `other`'s generic
+ones, as the shaper matches them): the parser, which does not know the class, tried every class's. DMARC and
+TLS-RPT reports are stored once per (org_name, report_id) and need no lookup.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import secrets
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -44,7 +46,8 @@ class Outcome:
 
 
 class MxClassifier:
-    """A recipient domain's provider class by its MX hosts (dnspython), cached per domain for the run."""
+    """A recipient domain's provider class by its MX hosts (dnspython), cached per domain for the run. A domain
+    whose lookup failed is `other` and in `failed` (its class is unknown, not known to be `other`)."""
 
     def __init__(self, classes: Any, *, timeout: float = 5.0,
                  lookup: Callable[[str], list[str]] | None = None) -> None:
@@ -52,6 +55,7 @@ class MxClassifier:
         self.timeout = timeout
         self.lookup = lookup or self._mx
         self.cache: dict[str, str] = {}
+        self.failed: set[str] = set()
 
     def _mx(self, domain: str) -> list[str]:
         import dns.resolver
@@ -59,14 +63,33 @@ class MxClassifier:
         answer = dns.resolver.resolve(domain, "MX", lifetime=self.timeout)
         return [str(r.exchange) for r in sorted(answer, key=lambda r: r.preference)]
 
+    @staticmethod
+    def domain(recipient: str) -> str:
+        return recipient.rpartition("@")[2].lower().rstrip(".")
+
     def __call__(self, recipient: str) -> str:
-        domain = recipient.rpartition("@")[2].lower().rstrip(".")
+        domain = self.domain(recipient)
         if domain not in self.cache:
             try:
                 self.cache[domain] = shaping.classify(self.lookup(domain), self.classes) if domain else shaping.OTHER
             except Exception:  # any failure of the lookup: the class is unknown
                 self.cache[domain] = shaping.OTHER
+                self.failed.add(domain)
         return self.cache[domain]
+
+    def known(self, recipient: str) -> bool:
+        """Whether the class of `recipient` came from an answer (after a call for it)."""
+        return self.domain(recipient) not in self.failed
+
+
+def with_class(cfg: Config, bounce: feedback.Bounce, klass: str) -> feedback.Bounce:
+    """A failed bounce classified again knowing the recipient's provider class: only that class's reply rules
+    and `other`'s apply (a Microsoft block-list code from a Gmail recipient's server is no Microsoft block).
+    A delayed DSN stays soft."""
+    if bounce.action != "failed":
+        return bounce
+    kind = feedback.classify_bounce(bounce.status, bounce.diagnostic, cfg.classes, klass)
+    return bounce if kind == bounce.kind else replace(bounce, kind=kind)
 
 
 # ------------------------------------------------------------------------------------------------ labels
@@ -96,6 +119,9 @@ def store_parsed(cfg: Config, conn: psycopg.Connection[Any], parsed: feedback.Pa
     stored = True
     providers = {r: provider_of(r) for r in {b.recipient for b in parsed.bounces}
                  | {c.recipient for c in parsed.complaints}}
+    # the parser tried every class's rules; with the class known (the lookup answered) only its own apply
+    bounces = [with_class(cfg, b, providers[b.recipient]) if provider_of.known(b.recipient) else b
+               for b in parsed.bounces]
 
     def apply(cur: psycopg.Cursor[Any], recipient: str, event: suppression.Event) -> None:
         # weighed against what was stored before it, then stored itself
@@ -108,7 +134,7 @@ def store_parsed(cfg: Config, conn: psycopg.Connection[Any], parsed: feedback.Pa
         # processors running at once weigh a recipient's events one after the other (in one order: no deadlock)
         store.lock_recipients(cur, providers)
         at = now or datetime.now(UTC)
-        for b in parsed.bounces:
+        for b in bounces:
             event = suppression.bounce_event(b, at)
             provider = providers[b.recipient]
             apply(cur, b.recipient, event)

@@ -290,10 +290,7 @@ class Shaper:
         """React to one logged reply of a per-class transport (or of an IP's own transport: class other)."""
         if reply.status not in ("deferred", "bounced") or reply.klass not in self.cfg.classes:
             return None
-        pclass = self.cfg.classes[reply.klass]
-        rules = list(pclass.rules)
-        if reply.klass != shaping.OTHER:
-            rules += list(self.cfg.classes[shaping.OTHER].rules)
+        rules = shaping.rules_for(self.cfg.classes, reply.klass)
         rule = shaping.match_rule(rules, reply.code, reply.enhanced, reply.text)
         if rule is None:
             return None
