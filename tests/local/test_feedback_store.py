@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -310,6 +311,53 @@ def test_the_recipients_class_decides_which_reply_rules_apply(cfg: config.Config
     gmail = 'ip="unknown",provider="gmail",sender_domain="shop.test"'
     assert m['sendfleet_feedback_bounces_total{class="hard",' + gmail + "}"] == 1
     assert m['sendfleet_feedback_bounces_total{class="block",' + gmail + "}"] == 1
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+def _series_count(cfg: config.Config) -> int:
+    d, i, c = len(cfg.sender_domains) + 1, len(cfg.fleet_ips) + 1, len(cfg.classes)
+    return d * i * c * 3 + d * i * c + len(processor.MESSAGE_SERIES) + len(suppression.REASONS) + 1
+
+
+def test_metrics_hold_every_series_at_zero_before_any_message(cfg: config.Config) -> None:
+    code, out, err = run_captured(["metrics", "--config", str(cfg.path), "--format", "json"])
+    assert code == 0, err
+    assert cfg.textfile_dir is not None and json.loads(out)["file"] == str(cfg.textfile_dir / processor.METRICS_FILE)
+    m = metrics(cfg)
+    assert len(m) == _series_count(cfg) == 3 * 3 * 9 * 4 + 5 + 5 + 1  # 2 sender domains, 2 fleet IPs, 9 classes
+    assert set(m.values()) == {0}
+    for series in ('sendfleet_feedback_messages_total{kind="unknown",outcome="dead_letter"}',
+                   'sendfleet_feedback_messages_total{kind="dsn",outcome="stored"}',
+                   'sendfleet_feedback_bounces_total{class="hard",ip="unknown",provider="gmail",sender_domain="shop.test"}',
+                   'sendfleet_feedback_bounces_total{class="block",ip="198.51.100.71",provider="other",'
+                   'sender_domain="other"}',
+                   'sendfleet_feedback_complaints_total{ip="198.51.100.70",provider="yahoo",sender_domain="news.test"}',
+                   'sendfleet_suppression_entries{reason="complaint"}',
+                   "sendfleet_feedback_last_processed_timestamp_seconds"):
+        assert m[series] == 0, series
+    # the processor writes the same series: a count replaces a zero, nothing appears or disappears
+    process(cfg, arf("carol@yahoo.test"), "fbl@bounces.shop.test")
+    after = metrics(cfg)
+    assert set(after) == set(m)
+    assert {k for k in after if after[k] != m[k]} == {
+        'sendfleet_feedback_complaints_total{ip="198.51.100.70",provider="yahoo",sender_domain="shop.test"}',
+        'sendfleet_feedback_messages_total{kind="arf",outcome="stored"}',
+        'sendfleet_suppression_entries{reason="complaint"}',
+        "sendfleet_feedback_last_processed_timestamp_seconds"}
+
+
+def test_metrics_drop_an_expired_entry_with_no_message(cfg: config.Config) -> None:
+    expires = datetime.now(UTC) + timedelta(seconds=1.5)
+    with store.connect(cfg.database) as conn:
+        store.import_entries(conn, [suppression.Entry("soon@gmail.test", "soft-bounces", "dsn", NOW, expires, "")])
+    assert run_captured(["metrics", "--config", str(cfg.path)])[0] == 0
+    assert metrics(cfg)['sendfleet_suppression_entries{reason="soft-bounces"}'] == 1
+    while datetime.now(UTC) <= expires:
+        time.sleep(0.1)
+    assert run_captured(["metrics", "--config", str(cfg.path)])[0] == 0
+    assert metrics(cfg)['sendfleet_suppression_entries{reason="soft-bounces"}'] == 0
 
 
 # ---------------------------------------------------------------------------------------- import, export

@@ -1,5 +1,5 @@
 """The recipient's provider class in the feedback processor: which reply rules classify a bounce once the MX lookup
-told the class (the shaper's: the class's own, then `other`'s)."""
+told the class (the shaper's: the class's own, then `other`'s), and the bounded metric series."""
 
 from __future__ import annotations
 
@@ -58,3 +58,18 @@ def test_mx_classifier_tells_a_failed_lookup_from_class_other() -> None:
     classify = processor.MxClassifier(CLASSES, lookup=lambda d: mx[d])
     assert [classify(r) for r in ("a@Gmail.TEST", "b@small.test", "c@gone.test")] == ["gmail", "other", "other"]
     assert [classify.known(r) for r in ("a@gmail.test", "b@small.test", "c@gone.test")] == [True, True, False]
+
+
+def test_metric_series_are_the_bounded_product(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, 3, 5)
+    series = processor.metric_series(cfg)
+    classes = len(cfg.classes)
+    assert len(series["sendfleet_feedback_bounces_total"]) == 4 * 6 * classes * 3
+    assert len(series["sendfleet_feedback_complaints_total"]) == 4 * 6 * classes
+    assert len(series["sendfleet_feedback_messages_total"]) == len(processor.MESSAGE_SERIES) == 5
+    labels = series["sendfleet_feedback_bounces_total"]
+    assert {x["sender_domain"] for x in labels} == {"d0.test", "d1.test", "d2.test", "other"}
+    assert {x["ip"] for x in labels} == {f"198.51.100.{70 + n}" for n in range(5)} | {"unknown"}
+    assert {x["provider"] for x in labels} == set(CLASSES)
+    assert {x["class"] for x in labels} == {"hard", "soft", "block"}
+    assert len({tuple(sorted(x.items())) for x in labels}) == len(labels)  # no duplicate

@@ -108,8 +108,7 @@ def _run(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[str], stderr: IO
             version = store.migrate(conn)
             _out(stdout, args, {"schema_version": version}, f"schema at version {version}")
         elif args.verb == "metrics":
-            text = processor.render_metrics(conn)
-            path = processor.write_metrics(cfg, conn)
+            path, text = processor.write_metrics(cfg, conn)
             _out(stdout, args, {"file": str(path) if path else None, "text": text}, text.rstrip("\n"))
         elif args.verb == "report":
             if not 1 <= args.days <= 366:

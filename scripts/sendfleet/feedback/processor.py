@@ -9,6 +9,10 @@ class of an event is the recipient domain's class by MX (looked up once per doma
 lookup fails), and a failed bounce is classified again with the rules of that class (and `other`'s generic
 ones, as the shaper matches them): the parser, which does not know the class, tried every class's. DMARC and
 TLS-RPT reports are stored once per (org_name, report_id) and need no lookup.
+
+The metrics textfile holds every series of the bounded label sets from the start (`metric_series`), zeros
+included: a counter's first count is then an increase Prometheus sees, and `metrics` (run by a timer) refreshes
+the active suppressions as entries expire with no message arriving.
 """
 
 from __future__ import annotations
@@ -209,17 +213,48 @@ def _labels(labels: dict[str, str]) -> str:
     return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in sorted(labels.items())) + "}"
 
 
-def render_metrics(conn: psycopg.Connection[Any]) -> str:
-    help_of = {
-        "sendfleet_feedback_messages_total": "Messages the feedback processor handled, by kind and outcome.",
-        "sendfleet_feedback_bounces_total": "Bounces received, by sender domain, sending IP, provider and class.",
-        "sendfleet_feedback_complaints_total": "Complaints (ARF) received, by sender domain, sending IP, provider.",
+#: (kind, outcome) of sendfleet_feedback_messages_total: what `store_parsed` and a dead letter count
+MESSAGE_SERIES = (("dsn", "stored"), ("arf", "stored"), ("dmarc", "stored"), ("tlsrpt", "stored"),
+                  ("unknown", "dead_letter"))
+BOUNCE_CLASSES = ("hard", "soft", "block")
+_COUNTERS = {
+    "sendfleet_feedback_messages_total": "Messages the feedback processor handled, by kind and outcome.",
+    "sendfleet_feedback_bounces_total": "Bounces received, by sender domain, sending IP, provider and class.",
+    "sendfleet_feedback_complaints_total": "Complaints (ARF) received, by sender domain, sending IP, provider.",
+}
+
+
+def metric_series(cfg: Config) -> dict[str, list[dict[str, str]]]:
+    """Every series of the counters' bounded label sets, by metric: sender_domain a configured sender domain or
+    `other`, ip a fleet IP or `unknown`, provider a configured class (`other` included), class hard|soft|block,
+    (kind, outcome) of `MESSAGE_SERIES`. (D + 1) x (I + 1) x C x 4 + 5 series for D sender domains, I fleet IPs
+    and C classes."""
+    domains = [*sorted(cfg.sender_domains - {"other"}), "other"]
+    ips = [*sorted(cfg.fleet_ips), "unknown"]
+    providers = [*sorted(set(cfg.classes) - {shaping.OTHER}), shaping.OTHER]
+    paths = [{"sender_domain": d, "ip": i, "provider": p} for d in domains for i in ips for p in providers]
+    return {
+        "sendfleet_feedback_messages_total": [{"kind": k, "outcome": o} for k, o in MESSAGE_SERIES],
+        "sendfleet_feedback_bounces_total": [{**path, "class": k} for path in paths for k in BOUNCE_CLASSES],
+        "sendfleet_feedback_complaints_total": paths,
     }
-    rows = store.counters(conn)
+
+
+def render_metrics(cfg: Config, conn: psycopg.Connection[Any]) -> str:
+    """The textfile: every series of `metric_series` (0 until counted) and any other the database counted (a
+    sender domain or IP since removed from the configuration keeps its series), the active suppression entries
+    by reason as of now, and when a message was last handled."""
+    counted: dict[str, dict[str, int]] = {}
+    for name, labels, value in store.counters(conn):
+        counted.setdefault(name, {})[_labels(labels)] = value
     lines: list[str] = []
-    for name, text in help_of.items():
-        lines += [f"# HELP {name} {text}", f"# TYPE {name} counter"]
-        lines += [f"{name}{_labels(lab)} {v}" for n, lab, v in rows if n == name]
+    for name, series in metric_series(cfg).items():
+        lines += [f"# HELP {name} {_COUNTERS[name]}", f"# TYPE {name} counter"]
+        values = dict(counted.get(name, {}))
+        for labels in series:
+            text = _labels(labels)
+            lines.append(f"{name}{text} {values.pop(text, 0)}")
+        lines += [f"{name}{text} {value}" for text, value in sorted(values.items())]
     active = store.active_by_reason(conn)
     lines += ["# HELP sendfleet_suppression_entries Active suppression entries, by reason.",
               "# TYPE sendfleet_suppression_entries gauge"]
@@ -231,12 +266,15 @@ def render_metrics(conn: psycopg.Connection[Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_metrics(cfg: Config, conn: psycopg.Connection[Any]) -> Path | None:
+def write_metrics(cfg: Config, conn: psycopg.Connection[Any]) -> tuple[Path | None, str]:
+    """Render the metrics and, when the configuration has a textfile_dir, replace the file atomically:
+    (its path or None, the text)."""
+    text = render_metrics(cfg, conn)
     if cfg.textfile_dir is None:
-        return None
+        return None, text
     path = cfg.textfile_dir / METRICS_FILE
-    atomicfile.write_atomic(path, render_metrics(conn), mode=0o644)
-    return path
+    atomicfile.write_atomic(path, text, mode=0o644)
+    return path, text
 
 
 # ---------------------------------------------------------------------------------------------- the entry
