@@ -97,8 +97,8 @@ def _pct(rate: float | None) -> str:
 
 def run(args: argparse.Namespace, fetch: Callable[..., dict[str, dict[str, Any]]],
         build_report: Callable[..., dict[str, Any]]) -> int:
-    if not 1 <= args.days <= 31:
-        raise UsageError(f"--days {args.days}: expected 1..31")
+    if not 1 <= args.days <= 366:
+        raise UsageError(f"--days {args.days}: expected 1..366")
     inv = None
     if not (args.local and not args.inventory and args.what == "dmarc"):
         from sendfleet.inventory_io import inventory_from_args
@@ -164,4 +164,19 @@ def _dmarc(args: argparse.Namespace, remote: Mapping[str, Any]) -> int:
     console.print(table)
     if not rows:
         console.print("no DMARC aggregate report in the window")
+    outside = sorted({r["source_ip"] for r in rows if not r.get("in_fleet")})
+    if outside:
+        console.print(f"{len(outside)} source IP(s) not in the fleet sent mail as your domains (spoofing, or a sender "
+                      f"you forgot): {', '.join(outside)}")
+    tls = list(remote.get("tlsrpt") or [])
+    table = Table(title=f"TLS-RPT reports of the last {args.days} days per policy domain")
+    for col in ("policy domain", "policy", "sessions ok", "failed", "failures", "reporters"):
+        table.add_column(col, justify="right" if col in ("sessions ok", "failed") else "left")
+    for t in tls:
+        failures = ", ".join(f"{k} {v}" for k, v in sorted((t.get("failures") or {}).items()))
+        table.add_row(t["policy_domain"], t["policy_type"], str(t["success"]), str(t["failure"]), failures or "-",
+                      str(t["reporters"]))
+    console.print(table)
+    if not tls:
+        console.print("no TLS-RPT report in the window")
     return code

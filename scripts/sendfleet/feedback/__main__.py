@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(sub, "process", help="store one message from stdin (the Postfix pipe)")
     p.add_argument("--recipient", required=True, help="envelope recipient")
     p.add_argument("--sender", default="", help="envelope sender")
-    p.add_argument("--mx-timeout", type=float, default=5.0, help="seconds for an MX lookup (default 5)")
+    p.add_argument("--mx-timeout", type=float, default=feedback_config.DEFAULT_MX_TIMEOUT,
+                   help=f"seconds for an MX lookup (default {feedback_config.DEFAULT_MX_TIMEOUT:g})")
     sp = sub_add("suppression", help="the suppression list").add_subparsers(
         dest="action", metavar="ACTION", parser_class=_Parser)
     sp.required = True
@@ -93,8 +94,8 @@ def _out(stdout: IO[str], args: argparse.Namespace, data: Any, table: str) -> No
 
 
 def _run(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[str], stderr: IO[str]) -> int:
-    from sendfleet.core import suppression
-    from sendfleet.feedback import processor, store, transfer
+    # imported where needed: `process` runs once per message (Postfix's pipe), its start-up is its cost
+    from sendfleet.feedback import processor, store
 
     cfg = feedback_config.load(args.config, database=args.database)
     if args.verb == "process":
@@ -123,12 +124,14 @@ def _run(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[str], stderr: IO
                 for r in rows:
                     r["in_fleet"] = r["source_ip"] in cfg.fleet_ips
                 data = {"days": args.days, "since": since.isoformat(), "rows": rows,
-                        "fleet_ips": sorted(cfg.fleet_ips)}
+                        "tlsrpt": store.tlsrpt_summary(conn, since), "fleet_ips": sorted(cfg.fleet_ips)}
             _out(stdout, args, data, "\n".join(json.dumps(r, default=str) for r in rows) or "nothing in the window")
         elif args.action == "check":
             reply = store.check(conn, args.address)
             _out(stdout, args, {"address": args.address, "reply": reply}, reply or "not suppressed")
         elif args.action in ("list", "export"):
+            from sendfleet.feedback import transfer
+
             entries = store.entries(conn, include_expired=args.all)
             if args.action == "export":
                 stdout.write(transfer.to_csv(entries) if args.output_format == "csv" else transfer.to_json(entries))
@@ -138,6 +141,8 @@ def _run(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[str], stderr: IO
                                                     for r in rows)
                      or "no entry")
         elif args.action == "add":
+            from sendfleet.core import suppression
+
             if args.expires_days is not None and args.expires_days < 1:
                 raise UsageError(f"--expires-days {args.expires_days}: expected at least 1")
             expires = now + timedelta(days=args.expires_days) if args.expires_days else None
@@ -162,6 +167,8 @@ def _run(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[str], stderr: IO
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise UsageError(f"{args.name}: not UTF-8 (byte {err.start})") from None
+            from sendfleet.feedback import transfer
+
             entries, bad = transfer.parse(text, args.input_format, source=f"import:{args.name}", now=now)
             if bad and not args.skip_bad:
                 for line in bad:

@@ -342,5 +342,26 @@ def dmarc_summary(conn: psycopg.Connection[Any], since: datetime) -> list[dict[s
                  for k, v in zip(keys, row, strict=True)} for row in cur.fetchall()]
 
 
+def tlsrpt_summary(conn: psycopg.Connection[Any], since: datetime) -> list[dict[str, Any]]:
+    """TLS-RPT policies of reports whose period ended after `since`, per (policy domain, policy type): sessions that
+    succeeded and failed, failures per result type, the reporters."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT p.policy_domain, p.policy_type, p.success, p.failure, p.failures, r.org_name, r.id"
+            " FROM tlsrpt_policies p JOIN tlsrpt_reports r ON r.id = p.report WHERE r.end_at > %s"
+            " ORDER BY 1, 2", (since,))
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for domain, ptype, ok, failed, failures, org, report in cur.fetchall():
+            row = out.setdefault((domain, ptype), {"policy_domain": domain, "policy_type": ptype, "success": 0,
+                                                   "failure": 0, "failures": {}, "reports": set(), "reporters": set()})
+            row["success"] += int(ok)
+            row["failure"] += int(failed)
+            for kind, count in failures if isinstance(failures, list) else json.loads(failures or "[]"):
+                row["failures"][str(kind)] = row["failures"].get(str(kind), 0) + int(count)
+            row["reports"].add(report)
+            row["reporters"].add(org)
+    return [{**r, "reports": len(r["reports"]), "reporters": ",".join(sorted(r["reporters"]))} for r in out.values()]
+
+
 def since_days(days: int, now: datetime | None = None) -> datetime:
     return (now or datetime.now(UTC)) - timedelta(days=days)
