@@ -13,9 +13,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "roles/monitoring/files/rules/sendfleet.yml"
 TESTS = sorted((REPO / "roles/monitoring/files/rules/tests").glob("*.yml"))
-PRODUCERS = [REPO / "scripts/sendfleet/monitor/agent.py", REPO / "scripts/sendfleet/monitor/shaper.py"]
-# written by other parts of sendfleet (the feedback processor, the DNS drift check)
-ELSEWHERE = ("sendfleet_feedback_", "sendfleet_dns_")
+PRODUCERS = [REPO / "scripts/sendfleet/monitor/agent.py", REPO / "scripts/sendfleet/monitor/shaper.py",
+             REPO / "scripts/sendfleet/monitor/dnsdrift.py"]
+# written by other parts of sendfleet (the feedback processor)
+ELSEWHERE = ("sendfleet_feedback_",)
 
 
 def rules() -> list[dict[str, Any]]:
@@ -38,7 +39,8 @@ def test_every_alert_has_a_severity_and_says_what_and_where() -> None:
     assert names == {
         "SendfleetIPListed", "SendfleetIPDrained", "SendfleetDrainBlocked", "SendfleetPathSuspended",
         "SendfleetMonitorStale", "SendfleetZoneBroken", "SendfleetDeferralRate", "SendfleetQueueOldest",
-        "SendfleetBounceRate", "SendfleetComplaintRate", "SendfleetDNSDrift", "SendfleetFeedbackDeadLetters",
+        "SendfleetBounceRate", "SendfleetComplaintRate", "SendfleetDNSDrift", "SendfleetDNSCheckFailing",
+        "SendfleetFeedbackDeadLetters",
     }
 
 
