@@ -23,7 +23,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "monitoring"
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
-FILES = ("prometheus.yml", "alertmanager.yml", "prometheus.default", "prometheus-alertmanager.default")
+FILES = ("prometheus.yml", "alertmanager.yml", "prometheus.default", "prometheus-alertmanager.default",
+         "sendfleet-dnsdrift.service", "sendfleet-dnsdrift.timer")
 
 INVENTORY: dict[str, Any] = {"all": {
     "vars": {"admin_networks": ["198.51.100.0/29", "2001:db8:5f::/64"], "ansible_connection": "local",
@@ -180,3 +181,57 @@ def test_bad_durations_are_refused(tmp_path: Path) -> None:
     proc = render(tmp_path, {**LAB_VARS, "monitoring_alert_route": {"group_wait": "2 seconds"}})
     assert proc.returncode != 0
     assert "durations are Prometheus durations" in proc.stdout and "2 seconds" in proc.stdout, proc.stdout[-4000:]
+
+
+def exec_start(unit: Path) -> list[str]:
+    (line,) = [ln for ln in unit.read_text().splitlines() if ln.startswith("ExecStart=")]
+    return line.removeprefix("ExecStart=").split()
+
+
+def test_dns_drift_check_asks_the_system_resolver_without_dns_resolver(lab: Path) -> None:
+    assert exec_start(lab / "sendfleet-dnsdrift.service") == [
+        "/opt/sendfleet/venv/bin/python", "-m", "sendfleet.monitor", "dnsdrift",
+        "--plan", "/etc/sendfleet/dns-plan.json", "--textfile-dir", "/var/lib/prometheus/node-exporter",
+        "--interval", "5min", "--port", "53"]
+    timer = (lab / "sendfleet-dnsdrift.timer").read_text()
+    assert "OnUnitActiveSec=5min\n" in timer and "WantedBy=timers.target" in timer
+
+
+def test_dns_drift_check_asks_the_inventory_resolver_and_its_command_line_runs(tmp_path: Path) -> None:
+    proc = render(tmp_path, {**LAB_VARS, "dns_resolver": ["198.51.100.53", "2001:db8:5f::53"],
+                             "dns_resolver_port": 5353, "monitoring_dns_drift_interval": "10 s"})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    argv = exec_start(tmp_path / "out" / "sendfleet-dnsdrift.service")
+    assert argv[-5:] == ["10s", "--port", "5353", "--nameserver=198.51.100.53", "--nameserver=2001:db8:5f::53"]
+    assert "OnUnitActiveSec=10 s\n" in (tmp_path / "out" / "sendfleet-dnsdrift.timer").read_text()
+    # the command line as the unit runs it, with this Python and a plan of no record (no question asked)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"inventory": "inv", "records": [], "problems": [], "mta_sts_policies": {}}))
+    argv = [sys.executable, *argv[1:]]
+    argv[argv.index("--plan") + 1] = str(plan)
+    argv[argv.index("--textfile-dir") + 1] = str(tmp_path / "textfile")
+    run = subprocess.run(argv, cwd=REPO / "scripts", capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    prom = (tmp_path / "textfile" / "sendfleet_dns.prom").read_text()
+    assert "sendfleet_dns_check_ok 1\n" in prom and "sendfleet_dns_check_interval_seconds 10\n" in prom
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"monitoring_dns_drift_interval": "5 minutes"}, "got '5 minutes'"),
+    ({"dns_resolver": "resolver.example.net"}, 'got ["resolver.example.net"]'),
+    ({"monitoring_dns_drift_port": 0}, "monitoring_dns_drift_port 1..65535 (got 0)"),
+    ({"monitoring_node_exporter": False}, "the check needs monitoring_node_exporter"),
+])
+def test_bad_dns_drift_settings_are_refused(tmp_path: Path, extra: dict[str, Any], message: str) -> None:
+    proc = render(tmp_path, {**LAB_VARS, **extra})
+    assert proc.returncode != 0
+    assert message in proc.stdout, proc.stdout[-4000:]
+
+
+def test_the_playbook_passes_the_syntax_check(tmp_path: Path) -> None:
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(INVENTORY))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run([ANSIBLE_PLAYBOOK, "--syntax-check", "-i", str(tmp_path / "hosts.yml"),
+                           str(REPO / "playbooks" / "monitoring.yml")], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
