@@ -16,6 +16,9 @@ from sendfleet.core.feedback import Limits
 from sendfleet.errors import UsageError
 
 DEFAULT_PATH = Path("/etc/sendfleet/feedback.yml")
+#: Seconds for the MX lookup of a recipient domain (its provider class): the pipe waits that long per domain when
+#: the resolver does not answer (the class is then `other`).
+DEFAULT_MX_TIMEOUT = 2.0
 KEYS = ("database", "dead_letter_dir", "textfile_dir", "bounce_domains", "fleet_ips", "policy", "provider_classes",
         "shaping_rules", "limits")
 LIMIT_KEYS = ("max_message_bytes", "max_uncompressed_bytes", "max_ratio")
@@ -52,7 +55,8 @@ def _int(value: Any, where: str, *, optional: bool = False, minimum: int = 0) ->
 def load(path: Path = DEFAULT_PATH, *, database: str | None = None) -> Config:
     """The configuration at `path`; `database` (a libpq conninfo) overrides the file's."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's loader when PyYAML has it (Debian's python3-yaml does): the pipe loads this file per message
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except OSError as err:

@@ -33,7 +33,7 @@ import psycopg
 from sendfleet import atomicfile
 from sendfleet.core import feedback, shaping, suppression
 from sendfleet.feedback import store
-from sendfleet.feedback.config import Config
+from sendfleet.feedback.config import DEFAULT_MX_TIMEOUT, Config
 
 EX_TEMPFAIL = 75
 METRICS_FILE = "sendfleet_feedback.prom"
@@ -53,7 +53,7 @@ class MxClassifier:
     """A recipient domain's provider class by its MX hosts (dnspython), cached per domain for the run. A domain
     whose lookup failed is `other` and in `failed` (its class is unknown, not known to be `other`)."""
 
-    def __init__(self, classes: Any, *, timeout: float = 5.0,
+    def __init__(self, classes: Any, *, timeout: float = DEFAULT_MX_TIMEOUT,
                  lookup: Callable[[str], list[str]] | None = None) -> None:
         self.classes = classes
         self.timeout = timeout
