@@ -124,7 +124,7 @@ def _run(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[str], stderr: IO
                 for r in rows:
                     r["in_fleet"] = r["source_ip"] in cfg.fleet_ips
                 data = {"days": args.days, "since": since.isoformat(), "rows": rows,
-                        "fleet_ips": sorted(cfg.fleet_ips)}
+                        "tlsrpt": store.tlsrpt_summary(conn, since), "fleet_ips": sorted(cfg.fleet_ips)}
             _out(stdout, args, data, "\n".join(json.dumps(r, default=str) for r in rows) or "nothing in the window")
         elif args.action == "check":
             reply = store.check(conn, args.address)
