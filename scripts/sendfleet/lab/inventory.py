@@ -90,6 +90,7 @@ def write_inventory(cfg: LabConfig, lab_key: Path, tsig_secret: str) -> None:
         "monitoring_alert_receivers": [
             {"name": "lab", "webhook": {"url": f"http://{cfg.host('sink').ipv4}:{alertrecorder.ALERT_PORT}/"}}],
         "monitoring_alert_route": {"group_wait": "2s", "group_interval": "5s", "repeat_interval": "1m"},
+        "monitoring_dns_drift_interval": "30s",
         # the senders' checks often enough that a stopped monitor is stale within a minute and a held queue ages
         # past its threshold in one; rate alerts from a handful of messages
         "dnsbl_monitor_interval": "20s",
