@@ -35,6 +35,7 @@ from tests.local.pgcluster import Cluster, cluster  # noqa: E402
 from tests.local.test_feedback_store import _write_config, arf, dmarc_message, dsn, verp  # noqa: E402
 
 from sendfleet.core import feedback  # noqa: E402
+from sendfleet.dns import mx  # noqa: E402
 from sendfleet.feedback import config, processor, store  # noqa: E402
 
 MX = {"gmail.test": ["gmail-smtp-in.l.google.com."], "yahoo.test": ["mta5.am0.yahoodns.net."]}
@@ -86,7 +87,7 @@ def parse(files: Files, cfg: config.Config) -> int:
 
 
 def _classifier(cfg: config.Config) -> processor.MxClassifier:
-    return processor.MxClassifier(cfg.classes, lookup=MX.__getitem__)
+    return processor.MxClassifier(cfg.classes, lookup=lambda d: mx.MxAnswer(mx.OK, tuple(MX[d])))
 
 
 def parse_store(files: Files, cfg: config.Config) -> int:

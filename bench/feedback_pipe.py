@@ -39,6 +39,7 @@ PHASES = r"""
 import sys, time, json
 t0 = time.perf_counter()
 from sendfleet.feedback import __main__ as entry, config, processor, store
+from sendfleet.dns import mx
 t1 = time.perf_counter()
 cfg = config.load(__import__('pathlib').Path(sys.argv[1]))
 t2 = time.perf_counter()
@@ -49,7 +50,7 @@ t4 = time.perf_counter()
 classify = processor.MxClassifier(cfg.classes, timeout=float(sys.argv[2]))
 classify("someone@gmail.test")
 t5 = time.perf_counter()
-table = processor.MxClassifier(cfg.classes, lookup=lambda d: ["gmail-smtp-in.l.google.com."])
+table = processor.MxClassifier(cfg.classes, lookup=lambda d: mx.MxAnswer(mx.OK, ("gmail-smtp-in.l.google.com",)))
 code, _ = processor.process(cfg, sys.stdin.buffer, sys.argv[3], "MAILER-DAEMON", classifier=table)
 t6 = time.perf_counter()
 assert code == 0

@@ -28,6 +28,7 @@ import yaml
 
 from sendfleet.cli import main as sendfleet_main
 from sendfleet.core import suppression
+from sendfleet.dns import mx
 from sendfleet.feedback import config, processor, store
 from sendfleet.feedback.__main__ import run_captured
 from tests.local.pgcluster import Cluster, cluster
@@ -37,6 +38,11 @@ NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 MX = {"gmail.test": ["gmail-smtp-in.l.google.com."], "yahoo.test": ["mta5.am0.yahoodns.net."],
       "outlook.test": ["outlook-test.mail.protection.outlook.com."]}
 _names = itertools.count()
+
+
+def mx_answer(domain: str) -> mx.MxAnswer:
+    """MX's hosts, and a failed lookup for any other domain."""
+    return mx.MxAnswer(mx.OK, tuple(MX[domain]), 300) if domain in MX else mx.MxAnswer(mx.FAILED, detail="timeout")
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +155,7 @@ def tlsrpt_message(report_id: str) -> bytes:
 
 
 def process(cfg: config.Config, raw: bytes, envelope: str, now: datetime = NOW) -> processor.Outcome:
-    classifier = processor.MxClassifier(cfg.classes, lookup=lambda d: MX[d])
+    classifier = processor.MxClassifier(cfg.classes, lookup=mx_answer)
     code, outcome = processor.process(cfg, io.BytesIO(raw), envelope, "MAILER-DAEMON", now=now,
                                       classifier=classifier, err=io.StringIO())
     assert code == 0 and outcome is not None and outcome.outcome != "dead_letter", outcome
@@ -231,9 +237,9 @@ def test_soft_bounces_processed_at_once_still_count(cfg: config.Config) -> None:
     rcpt = "gina@gmail.test"
     barrier = threading.Barrier(3)
 
-    def mx_lookup(domain: str) -> list[str]:
+    def mx_lookup(domain: str) -> mx.MxAnswer:
         barrier.wait(timeout=30)
-        return MX[domain]
+        return mx_answer(domain)
 
     def one(_: int) -> processor.Outcome | None:
         raw = dsn(rcpt, "4.2.2", diagnostic="452 4.2.2 mailbox full")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sendfleet.core import shaping
 from sendfleet.core.feedback import Bounce, classify_bounce, reply_rules
+from sendfleet.dns import mx
 from sendfleet.feedback import config, processor
 
 CLASSES = shaping.parse_classes(shaping.default_data())
@@ -54,8 +55,9 @@ def test_with_class_reclassifies_failed_bounces_only(tmp_path: Path) -> None:
 
 
 def test_mx_classifier_tells_a_failed_lookup_from_class_other() -> None:
-    mx = {"gmail.test": ["alt1.gmail-smtp-in.l.google.com."], "small.test": ["mx.small.test."]}
-    classify = processor.MxClassifier(CLASSES, lookup=lambda d: mx[d])
+    hosts = {"gmail.test": ("alt1.gmail-smtp-in.l.google.com",), "small.test": ("mx.small.test",)}
+    classify = processor.MxClassifier(
+        CLASSES, lookup=lambda d: mx.MxAnswer(mx.OK, hosts[d]) if d in hosts else mx.MxAnswer(mx.FAILED))
     assert [classify(r) for r in ("a@Gmail.TEST", "b@small.test", "c@gone.test")] == ["gmail", "other", "other"]
     assert [classify.known(r) for r in ("a@gmail.test", "b@small.test", "c@gone.test")] == [True, True, False]
 

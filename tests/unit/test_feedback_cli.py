@@ -17,6 +17,7 @@ import pytest
 
 from sendfleet.cli import main
 from sendfleet.core import maillog, shaping
+from sendfleet.dns import mx
 from sendfleet.errors import UsageError
 from sendfleet.feedback import config, processor, transfer
 
@@ -278,11 +279,11 @@ def test_the_mx_class_is_looked_up_once_per_domain_and_other_on_failure() -> Non
     classes = shaping.parse_classes(shaping.default_data())
     asked: list[str] = []
 
-    def lookup(domain: str) -> list[str]:
+    def lookup(domain: str) -> mx.MxAnswer:
         asked.append(domain)
         if domain == "broken.test":
-            raise OSError("no answer")
-        return ["alt1.gmail-smtp-in.l.google.com."]
+            return mx.MxAnswer(mx.FAILED, detail="timeout")
+        return mx.MxAnswer(mx.OK, ("alt1.gmail-smtp-in.l.google.com",))
 
     of = processor.MxClassifier(classes, lookup=lookup)
     assert [of("a@corp.test"), of("b@CORP.test"), of("c@broken.test")] == ["gmail", "gmail", "other"]

@@ -232,39 +232,29 @@ def test_a_blocklist_reply_for_a_drained_ip_is_held(tmp_path: Path) -> None:
     assert event is not None and event.kind == "hold"
 
 
-class FakeAnswer(list):  # type: ignore[type-arg]
-    def __init__(self, rrs: list[Any], ttl: int) -> None:
-        super().__init__(rrs)
-        self.rrset = type("R", (), {"ttl": ttl})()
-
-
 def test_the_mx_classifier_caches_for_the_ttl_and_falls_back_to_the_domain(tmp_path: Path) -> None:
-    import dns.exception
-    import dns.resolver
+    from sendfleet.dns import mx
 
     cfg = make(tmp_path).cfg
-    cfg.nameservers = ["127.0.0.1"]
     c = sh.Classifier(cfg)
     calls: list[str] = []
-    mx = type("MX", (), {})
+    answers = {"acme.test": mx.MxAnswer(mx.OK, ("mx1.l.gmail.test", "backup.smallbiz.test"), 300),
+               "outlook.test": mx.MxAnswer(mx.IMPLICIT, ("outlook.test",), 3600),
+               "short.test": mx.MxAnswer(mx.OK, ("mx.outlook.test",), 5)}
 
-    def resolve(name: str, rdtype: str) -> FakeAnswer:
+    def lookup(name: str) -> mx.MxAnswer:
         calls.append(name)
-        if name == "acme.test":
-            low, high = mx(), mx()
-            low.preference, low.exchange = 10, "mx1.l.gmail.test."
-            high.preference, high.exchange = 20, "backup.smallbiz.test."
-            return FakeAnswer([high, low], 300)
-        if name == "outlook.test":
-            raise dns.resolver.NoAnswer()
-        raise dns.exception.Timeout()
+        return answers.get(name, mx.MxAnswer(mx.FAILED, detail="timeout"))
 
-    c.resolver.resolve = resolve  # type: ignore[method-assign]
+    c.mx = lookup  # type: ignore[assignment]
     assert c.classify("acme.test", 0.0) == "gmail"  # the MX of best preference decides
     assert c.classify("acme.test", 299.0) == "gmail" and calls.count("acme.test") == 1  # cached for the TTL
     assert c.classify("acme.test", 301.0) == "gmail" and calls.count("acme.test") == 2
     assert c.classify("outlook.test", 0.0) == "outlook"  # no MX: the domain itself is the host
+    assert c.classify("short.test", 0.0) == "outlook"
+    assert c.classify("short.test", sh.MIN_TTL - 1.0) == "outlook" and calls.count("short.test") == 1  # at least
     assert c.classify("slow.test", 0.0) is None  # DNS cannot say now: the caller answers 4xx
+    assert c.classify("slow.test", 0.0) is None and calls.count("slow.test") == 2  # and a failure is not cached
 
 
 def test_a_drain_in_progress_is_not_asked_again_and_any_save_is_what_the_agent_reads(tmp_path: Path) -> None:

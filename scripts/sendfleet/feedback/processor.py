@@ -32,6 +32,7 @@ import psycopg
 
 from sendfleet import atomicfile
 from sendfleet.core import feedback, shaping, suppression
+from sendfleet.dns import mx
 from sendfleet.feedback import store
 from sendfleet.feedback.config import DEFAULT_MX_TIMEOUT, Config
 
@@ -50,22 +51,17 @@ class Outcome:
 
 
 class MxClassifier:
-    """A recipient domain's provider class by its MX hosts (dnspython), cached per domain for the run. A domain
-    whose lookup failed is `other` and in `failed` (its class is unknown, not known to be `other`)."""
+    """A recipient domain's provider class by its MX hosts (sendfleet.dns.mx: a domain without MX is its own host),
+    cached per domain for the run. A domain whose lookup failed is `other` and in `failed` (its class is unknown,
+    not known to be `other`). `lookup` replaces the DNS lookup (tests)."""
 
     def __init__(self, classes: Any, *, timeout: float = DEFAULT_MX_TIMEOUT,
-                 lookup: Callable[[str], list[str]] | None = None) -> None:
+                 lookup: Callable[[str], mx.MxAnswer] | None = None) -> None:
         self.classes = classes
         self.timeout = timeout
-        self.lookup = lookup or self._mx
+        self.lookup = lookup or mx.MxLookup(timeout=timeout)
         self.cache: dict[str, str] = {}
         self.failed: set[str] = set()
-
-    def _mx(self, domain: str) -> list[str]:
-        import dns.resolver
-
-        answer = dns.resolver.resolve(domain, "MX", lifetime=self.timeout)
-        return [str(r.exchange) for r in sorted(answer, key=lambda r: r.preference)]
 
     @staticmethod
     def domain(recipient: str) -> str:
@@ -74,11 +70,10 @@ class MxClassifier:
     def __call__(self, recipient: str) -> str:
         domain = self.domain(recipient)
         if domain not in self.cache:
-            try:
-                self.cache[domain] = shaping.classify(self.lookup(domain), self.classes) if domain else shaping.OTHER
-            except Exception:  # any failure of the lookup: the class is unknown
-                self.cache[domain] = shaping.OTHER
+            klass = mx.provider_class(self.lookup(domain), self.classes) if domain else shaping.OTHER
+            if klass is None:  # the lookup failed: the class is unknown
                 self.failed.add(domain)
+            self.cache[domain] = klass or shaping.OTHER
         return self.cache[domain]
 
     def known(self, recipient: str) -> bool:

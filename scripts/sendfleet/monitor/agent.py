@@ -708,19 +708,15 @@ def classify_domains(cfg: Config, domains: Sequence[str], now: float, lookup: Lo
 
 
 def _mx_lookup(cfg: Config) -> Lookup:
-    import dns.resolver
-
+    from sendfleet.dns.mx import MxLookup
     from sendfleet.monitor.shaper import lookup_class
 
     classes = shaping.parse_classes(cfg.class_data)
-    resolver = dns.resolver.Resolver(configure=not cfg.resolvers)
-    if cfg.resolvers:
-        resolver.nameservers = [r.address for r in cfg.resolvers]
-        resolver.port = cfg.resolvers[0].port
-    resolver.lifetime = cfg.timeout
+    mx = MxLookup([r.address for r in cfg.resolvers], port=cfg.resolvers[0].port if cfg.resolvers else 53,
+                  timeout=cfg.timeout)
 
     def lookup(domain: str) -> tuple[str | None, float]:
-        return lookup_class(resolver, domain, classes)
+        return lookup_class(mx, domain, classes)
 
     return lookup
 

@@ -29,7 +29,7 @@ import socketserver
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,12 @@ from typing import Any
 from sendfleet.atomicfile import write_atomic
 from sendfleet.core import drain, maillog, poolmap, shaping
 from sendfleet.core.metrics import Family, render
+from sendfleet.dns import mx
 from sendfleet.errors import UsageError
 
 MAX_EVENTS = 500
 INSTANCES = 5000  # transactions remembered for the one-class-per-message rule
-MIN_TTL, MAX_TTL, FAIL_TTL = 60, 86400, 30
+MIN_TTL, MAX_TTL = 60, 86400  # bounds of how long a class from an MX answer is cached
 STALE_DRAIN = 3600  # a blocklist reply older than this (a log read again after a restart) drains nothing
 POSITION_SAVE = 5.0  # seconds between saves of the log position alone
 
@@ -92,14 +93,8 @@ class Classifier:
     """Recipient domain -> provider class, from its MX hosts, cached for the record's TTL (bounded)."""
 
     def __init__(self, cfg: ShaperConfig) -> None:
-        import dns.resolver
-
         self.classes = cfg.classes
-        self.resolver = dns.resolver.Resolver(configure=not cfg.nameservers)
-        if cfg.nameservers:
-            self.resolver.nameservers = cfg.nameservers
-            self.resolver.port = cfg.dns_port
-        self.resolver.lifetime = 5.0
+        self.mx = mx.MxLookup(cfg.nameservers, port=cfg.dns_port, timeout=5.0)
         self.cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.lock = threading.Lock()
 
@@ -121,26 +116,18 @@ class Classifier:
         return klass
 
     def _lookup(self, domain: str) -> tuple[str | None, float]:
-        return lookup_class(self.resolver, domain, self.classes)
+        return lookup_class(self.mx, domain, self.classes)
 
 
-def lookup_class(resolver: Any, domain: str, classes: Mapping[str, shaping.ProviderClass]) -> tuple[str | None, float]:
-    """The provider class of `domain` from its MX hosts asked of `resolver` (a dns.resolver.Resolver), and how
-    long the answer holds; (None, 0) when DNS cannot say now."""
-    import dns.exception
-    import dns.resolver
-
-    try:
-        answer = resolver.resolve(domain, "MX")
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        # no MX: mail goes to the domain's own address (RFC 5321 implicit MX)
-        return shaping.classify([domain], classes), FAIL_TTL * 10
-    except (dns.exception.DNSException, OSError):
+def lookup_class(lookup: Callable[[str], mx.MxAnswer], domain: str,
+                 classes: Mapping[str, shaping.ProviderClass]) -> tuple[str | None, float]:
+    """The provider class of `domain` from its MX hosts (sendfleet.dns.mx: a domain without MX is its own host),
+    and how long the answer holds (its TTL, within MIN_TTL..MAX_TTL); (None, 0) when DNS cannot say now."""
+    answer = lookup(domain)
+    klass = mx.provider_class(answer, classes)
+    if klass is None:
         return None, 0
-    rrs = sorted(answer, key=lambda r: (r.preference, str(r.exchange)))
-    hosts = [str(r.exchange).rstrip(".") for r in rrs]
-    ttl = min(MAX_TTL, max(MIN_TTL, answer.rrset.ttl if answer.rrset is not None else MIN_TTL))
-    return shaping.classify(hosts, classes), ttl
+    return klass, min(MAX_TTL, max(MIN_TTL, answer.ttl))
 
 
 # ------------------------------------------------------------------------------------------------ the state
