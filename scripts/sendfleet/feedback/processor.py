@@ -32,6 +32,7 @@ import psycopg
 
 from sendfleet import atomicfile
 from sendfleet.core import feedback, shaping, suppression
+from sendfleet.core.metrics import Family, render
 from sendfleet.dns import mx
 from sendfleet.feedback import store
 from sendfleet.feedback.config import DEFAULT_MX_TIMEOUT, Config
@@ -201,13 +202,6 @@ def _one_line(err: BaseException) -> str:
 # ------------------------------------------------------------------------------------------------ metrics
 
 
-def _labels(labels: dict[str, str]) -> str:
-    def esc(v: str) -> str:
-        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in sorted(labels.items())) + "}"
-
-
 #: (kind, outcome) of sendfleet_feedback_messages_total: what `store_parsed` and a dead letter count
 MESSAGE_SERIES = (("dsn", "stored"), ("arf", "stored"), ("dmarc", "stored"), ("tlsrpt", "stored"),
                   ("unknown", "dead_letter"))
@@ -238,27 +232,29 @@ def metric_series(cfg: Config) -> dict[str, list[dict[str, str]]]:
 def render_metrics(cfg: Config, conn: psycopg.Connection[Any]) -> str:
     """The textfile: every series of `metric_series` (0 until counted) and any other the database counted (a
     sender domain or IP since removed from the configuration keeps its series), the active suppression entries
-    by reason as of now, and when a message was last handled."""
-    counted: dict[str, dict[str, int]] = {}
+    by reason as of now, and when a message was last handled. Labels in name order."""
+    counted: dict[str, dict[tuple[tuple[str, str], ...], int]] = {}
     for name, labels, value in store.counters(conn):
-        counted.setdefault(name, {})[_labels(labels)] = value
-    lines: list[str] = []
+        counted.setdefault(name, {})[tuple(sorted(labels.items()))] = value
+    families: list[Family] = []
     for name, series in metric_series(cfg).items():
-        lines += [f"# HELP {name} {_COUNTERS[name]}", f"# TYPE {name} counter"]
+        family = Family(name, _COUNTERS[name], "counter")
         values = dict(counted.get(name, {}))
         for labels in series:
-            text = _labels(labels)
-            lines.append(f"{name}{text} {values.pop(text, 0)}")
-        lines += [f"{name}{text} {value}" for text, value in sorted(values.items())]
+            key = tuple(sorted(labels.items()))
+            family.add(values.pop(key, 0), **dict(key))
+        for key, value in sorted(values.items()):
+            family.add(value, **dict(key))
+        families.append(family)
     active = store.active_by_reason(conn)
-    lines += ["# HELP sendfleet_suppression_entries Active suppression entries, by reason.",
-              "# TYPE sendfleet_suppression_entries gauge"]
-    lines += [f'sendfleet_suppression_entries{{reason="{r}"}} {active.get(r, 0)}' for r in suppression.REASONS]
+    entries = Family("sendfleet_suppression_entries", "Active suppression entries, by reason.")
+    for reason in suppression.REASONS:
+        entries.add(active.get(reason, 0), reason=reason)
     last = store.state(conn, "last_processed")
-    lines += ["# HELP sendfleet_feedback_last_processed_timestamp_seconds When the processor last handled a message.",
-              "# TYPE sendfleet_feedback_last_processed_timestamp_seconds gauge",
-              f"sendfleet_feedback_last_processed_timestamp_seconds {last if last is not None else 0:.3f}"]
-    return "\n".join(lines) + "\n"
+    processed = Family("sendfleet_feedback_last_processed_timestamp_seconds",
+                       "When the processor last handled a message.")
+    processed.add(round(last, 3) if last is not None else 0)
+    return render([*families, entries, processed])
 
 
 def write_metrics(cfg: Config, conn: psycopg.Connection[Any]) -> tuple[Path | None, str]:
