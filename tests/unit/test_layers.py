@@ -2,8 +2,10 @@
 without importing anything):
 
 - `sendfleet.core` is pure: it imports no `sendfleet` module outside `core` except `sendfleet.errors`;
-- the production adapters `sendfleet.readiness`, `sendfleet.dns` and `sendfleet.monitor` never import
-  `sendfleet.lab` (the lab is a test fixture; the CLI in `sendfleet.commands` may choose it).
+- production code never imports `sendfleet.lab` (the lab is a test fixture; the CLI, `sendfleet.commands`,
+  `sendfleet.cli` and `sendfleet.__main__`, may choose it). Production code is every module but the CLI's and the
+  lab's own: `dns`, `readiness`, `monitor`, `feedback` (which runs on the feedback host) and any package added
+  later, without a list to keep up to date.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "scripts" / "sendfleet"
+#: the modules that may import the lab: the CLI, and the lab itself
+MAY_USE_LAB = ("sendfleet.commands", "sendfleet.cli", "sendfleet.__main__", "sendfleet.lab")
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -53,14 +57,24 @@ def violations(root: Path = PACKAGE) -> list[str]:
             pure_ok = any(within(target, allowed) for allowed in ("sendfleet.core", "sendfleet.errors"))
             if within(name, "sendfleet.core") and within(target, "sendfleet") and not pure_ok:
                 found.append(f"{where} (core is pure: core and sendfleet.errors only)")
-            adapter = any(within(name, f"sendfleet.{layer}") for layer in ("readiness", "dns", "monitor"))
-            if adapter and within(target, "sendfleet.lab"):
+            production = not any(within(name, allowed) for allowed in MAY_USE_LAB)
+            if production and within(target, "sendfleet.lab"):
                 found.append(f"{where} (the lab is a test fixture)")
     return found
 
 
 def test_the_package_keeps_its_layers() -> None:
     assert violations() == []
+
+
+def test_the_lab_rule_covers_every_package_but_the_clis_and_the_labs() -> None:
+    """Every package of sendfleet on disk is either allowed the lab by name or held to the rule, the feedback
+    processor among the latter."""
+    packages = {f"sendfleet.{p.parent.name}" for p in PACKAGE.glob("*/__init__.py")}
+    assert {"sendfleet.core", "sendfleet.dns", "sendfleet.feedback", "sendfleet.monitor",
+            "sendfleet.readiness"} <= packages
+    held = {p for p in packages if not any(within(p, allowed) for allowed in MAY_USE_LAB)}
+    assert held == packages - {"sendfleet.commands", "sendfleet.lab"}
 
 
 def write(root: Path, relative: str, text: str) -> None:
@@ -82,7 +96,14 @@ def write(root: Path, relative: str, text: str) -> None:
         ("dns/a.py", "import sendfleet.lab.system\n", True),
         ("monitor/a.py", "from ..lab.sink import read_messages\n", True),
         ("readiness/a.py", "from sendfleet.core.readiness import judge\n", False),
+        ("feedback/a.py", "def f():\n    from sendfleet.lab.sink import read_messages\n", True),
+        ("feedback/__main__.py", "from ..lab import sinkpolicy\n", True),
+        ("newpackage/a.py", "import sendfleet.lab\n", True),  # a package added later: held to it too
+        ("atomicfile.py", "from sendfleet.lab import system\n", True),
+        ("feedback/a.py", "from sendfleet.core import suppression\nfrom sendfleet.dns import mx\n", False),
+        ("core/a.py", "from sendfleet.feedback import store\n", True),
         ("commands/a.py", "from sendfleet.lab.collect import LabSinkCollector\n", False),  # the CLI chooses
+        ("cli.py", "from sendfleet.lab import lab\n", False),
         ("lab/a.py", "from sendfleet.readiness.collect import tag_of\n", False),
     ],
 )
