@@ -315,6 +315,61 @@ def test_feedback_hosts_are_the_default_mx() -> None:
     assert inv.bounce_domains == {"bounces.shop.test": "shop.test"}
 
 
+def test_report_addresses_default_to_the_bounce_domain_the_feedback_host_reads() -> None:
+    """With a feedback host, a sender domain that gives no DMARC or TLS-RPT rua has its reports sent to dmarc@ and
+    tlsrpt@ of its bounce domain (default or named); an explicit rua stays as written; without a feedback host, or
+    with `bounce_domain: false`, the default is the sender domain itself. `tls_rpt: true` or `{}`: TLS-RPT with
+    the default rua; `false` or absent: none."""
+    domains = {
+        "shop.test": {"pool": "transactional", "selectors": ["s1"], "tls_rpt": True},
+        "news.test": {"pool": "marketing", "selectors": ["s1"], "bounce_domain": "rp.news.test",
+                      "tls_rpt": {"rua": "mailto:tls@reports.example"}},
+        "mail.test": {"pool": "marketing", "selectors": ["s1"], "dmarc": {"p": "reject", "rua": "mailto:d@mail.test"},
+                      "tls_rpt": {"rua": ["mailto:t@mail.test"]}},
+        "quiet.test": {"pool": "marketing", "selectors": ["s1"], "bounce_domain": False, "tls_rpt": {}},
+    }
+    dns_zones = ["lab.test", "shop.test", "news.test", "mail.test", "quiet.test"]
+
+    def reports(inv: Inventory) -> dict[str, tuple[str, str]]:
+        plan = plan_records(inv, {})
+        txt = {(r.name, r.rtype): r.values[0] for r in plan.records if r.values}  # type: ignore[attr-defined]
+        return {d: (txt[(f"_dmarc.{d}", "TXT")], txt.get((f"_smtp._tls.{d}", "TXT"), "")) for d in domains}
+
+    fed = reports(inventory({"feedback_mx": ["fb.lab.test"], "sender_domains": domains, "dns_zones": dns_zones}))
+    assert fed == {
+        "shop.test": ("v=DMARC1; p=none; rua=mailto:dmarc@bounces.shop.test; adkim=r; aspf=r",
+                      "v=TLSRPTv1; rua=mailto:tlsrpt@bounces.shop.test"),
+        "news.test": ("v=DMARC1; p=none; rua=mailto:dmarc@rp.news.test; adkim=r; aspf=r",
+                      "v=TLSRPTv1; rua=mailto:tls@reports.example"),
+        "mail.test": ("v=DMARC1; p=reject; rua=mailto:d@mail.test; adkim=r; aspf=r",
+                      "v=TLSRPTv1; rua=mailto:t@mail.test"),
+        "quiet.test": ("v=DMARC1; p=none; rua=mailto:dmarc@quiet.test; adkim=r; aspf=r",
+                       "v=TLSRPTv1; rua=mailto:tlsrpt@quiet.test"),
+    }
+    alone = reports(inventory({"sender_domains": domains, "dns_zones": dns_zones}))  # no feedback host
+    assert alone["shop.test"] == ("v=DMARC1; p=none; rua=mailto:dmarc@shop.test; adkim=r; aspf=r",
+                                  "v=TLSRPTv1; rua=mailto:tlsrpt@shop.test")
+    assert alone["news.test"][0] == "v=DMARC1; p=none; rua=mailto:dmarc@news.test; adkim=r; aspf=r"  # nobody reads rp
+    assert alone["mail.test"] == fed["mail.test"] and alone["quiet.test"] == fed["quiet.test"]
+    off = reports(inventory({"sender_domains": {**domains, "shop.test": {**domains["shop.test"], "tls_rpt": False}},
+                             "dns_zones": dns_zones}))
+    assert off["shop.test"][1] == ""
+
+
+def test_report_addresses_at_the_bounce_domain_are_what_the_feedback_host_parses() -> None:
+    """The default DMARC and TLS-RPT addresses lie at a bounce domain the feedback host is configured with, under
+    the local parts its parser gives a meaning (a DMARC report to dmarc@, a TLS report to tlsrpt@)."""
+    inv = inventory({"feedback_mx": ["fb.lab.test"]})
+    for domain in inv.sender_domains.values():
+        assert domain.dmarc is not None
+        (address,) = domain.dmarc.rua
+        local, _, at = address.removeprefix("mailto:").partition("@")
+        if domain.name == "shop.test":  # its rua is explicit
+            assert address == "mailto:d@shop.test"
+            continue
+        assert local == "dmarc" and inv.bounce_domains[at] == domain.name
+
+
 def test_bounce_domain_outside_the_sender_domain_is_refused() -> None:
     with pytest.raises(InventoryError, match=r"sender_domains\.shop\.test\.bounce_domain: bounces\.other\.test is not "
                                              r"under shop\.test"):

@@ -13,7 +13,9 @@ Global (the variables of the group `all`: its inventory vars, group_vars/all.yml
   sender_domains:   {DOMAIN: {pool, selectors: [..] (RSA), signing_selector (optional),
                               ed25519_selectors: [..], ed25519_signing_selector (optional: dual signing),
                               dmarc: {p, sp, rua, ruf, adkim, aspf, pct, fo} | false,
-                              mta_sts: {mode, mx: [..], max_age}, tls_rpt: {rua: [..]},
+                              mta_sts: {mode, mx: [..], max_age}, tls_rpt: {rua: [..]} | true,
+                              (rua default: mailto:dmarc@ / mailto:tlsrpt@ the bounce domain when the
+                              feedback host receives it, else the domain itself)
                               spf_include: [..], spf_all: "~all"|"-all",
                               bounce_domain: name under DOMAIN | false (default bounces.DOMAIN when there
                               is a feedback MX)}}
@@ -120,6 +122,8 @@ class Dmarc:
     aspf: str = "r"
     pct: int = 100
     fo: str | None = None
+    # rua is the model's default (no `rua` in the inventory): it moves to the bounce domain when there is one
+    rua_default: bool = False
 
     def record(self) -> str:
         parts = ["v=DMARC1", f"p={self.p}"]
@@ -164,6 +168,8 @@ class MtaSts:
 @dataclass(frozen=True)
 class TlsRpt:
     rua: tuple[str, ...]
+    rua_default: bool = False  # as Dmarc.rua_default
+
 
     def record(self) -> str:
         return "v=TLSRPTv1; rua=" + ",".join(self.rua)
@@ -516,7 +522,7 @@ def _dmarc(raw: Any, domain: str, where: str) -> Dmarc | None:
     for key in spec:
         if key not in known:
             raise UsageError(f"{where}.{key}: unknown DMARC setting (known: {', '.join(sorted(known))})")
-    rua = _uri_list(spec["rua"], f"{where}.rua") if "rua" in spec else (f"mailto:dmarc@{domain}",)
+    rua = _uri_list(spec["rua"], f"{where}.rua") if "rua" in spec else default_rua("dmarc", domain)
     return Dmarc(
         p=_choice(spec.get("p", "none"), f"{where}.p", POLICIES),
         sp=_choice(spec["sp"], f"{where}.sp", POLICIES) if spec.get("sp") is not None else None,
@@ -526,6 +532,7 @@ def _dmarc(raw: Any, domain: str, where: str) -> Dmarc | None:
         aspf=_choice(spec.get("aspf", "r"), f"{where}.aspf", ("r", "s")),
         pct=_int(spec.get("pct", 100), f"{where}.pct", 0, 100),
         fo=_str(spec["fo"], f"{where}.fo") if spec.get("fo") is not None else None,
+        rua_default="rua" not in spec,
     )
 
 
@@ -665,6 +672,27 @@ def _sender_domain(
     )
 
 
+def default_rua(local: str, domain: str) -> tuple[str, ...]:
+    """mailto:<local>@<domain>, the DMARC (`dmarc`) or TLS-RPT (`tlsrpt`) report address of a sender domain that
+    gives none: `domain` is its bounce domain when the feedback host receives it (reports_to_bounce_domain: the
+    feedback host reads the reports there), else the sender domain itself."""
+    return (f"mailto:{local}@{domain}",)
+
+
+def reports_to_bounce_domain(d: SenderDomain) -> SenderDomain:
+    """`d` with the DMARC and TLS-RPT report addresses it did not give itself at its bounce domain (an explicit
+    `rua` stays as written); `d` itself when it has no bounce domain."""
+    bounce = d.bounce_domain
+    if not bounce:
+        return d
+    dmarc, tls_rpt = d.dmarc, d.tls_rpt
+    if dmarc is not None and dmarc.rua_default:
+        dmarc = replace(dmarc, rua=default_rua("dmarc", bounce))
+    if tls_rpt is not None and tls_rpt.rua_default:
+        tls_rpt = replace(tls_rpt, rua=default_rua("tlsrpt", bounce))
+    return d if (dmarc, tls_rpt) == (d.dmarc, d.tls_rpt) else replace(d, dmarc=dmarc, tls_rpt=tls_rpt)
+
+
 def default_bounce_domain(domain: str) -> str:
     """The bounce domain of a sender domain that names none, when the fleet has a feedback MX."""
     return f"bounces.{domain}"
@@ -701,10 +729,13 @@ def _bounce_domain(raw: Any, domain: str, where: str) -> str | None:
 
 
 def _tls_rpt(raw: Any, domain: str, where: str) -> TlsRpt | None:
-    if not raw:
+    """None: no TLS-RPT record (absent or false); true or a mapping without rua: the default rua."""
+    if raw is None or raw is False:
         return None
-    tspec = _mapping(raw, where)
-    return TlsRpt(_uri_list(tspec.get("rua", f"mailto:tlsrpt@{domain}"), f"{where}.rua"))
+    tspec = {} if raw is True else _mapping(raw, where)
+    if "rua" not in tspec:
+        return TlsRpt(default_rua("tlsrpt", domain), rua_default=True)
+    return TlsRpt(_uri_list(tspec["rua"], f"{where}.rua"))
 
 
 def _spf_includes(raw: Any, where: str) -> tuple[str, ...]:
@@ -924,9 +955,10 @@ def _build(
 
     no_mx: tuple[str, ...] = ()
     feedback_mx = problems.check(_feedback_mx, v, global_vars, hosts, default=no_mx)
-    if feedback_mx:
+    if feedback_mx:  # the feedback host receives the bounce domains' mail, the reports included
         domains = {
-            name: d if d.bounce_domain or d.bounce_domain_off else replace(d, bounce_domain=default_bounce_domain(name))
+            name: reports_to_bounce_domain(
+                d if d.bounce_domain or d.bounce_domain_off else replace(d, bounce_domain=default_bounce_domain(name)))
             for name, d in domains.items()
         }
     return Inventory(
