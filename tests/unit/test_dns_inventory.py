@@ -100,6 +100,11 @@ def test_defaults_and_the_example_inventory() -> None:
     assert example.all_selectors == ("s2026a", "e2026a") and example.ed25519_signer == "e2026a"
     assert (example.key_type("s2026a"), example.key_type("e2026a")) == ("rsa", "ed25519")
     assert inv.sender_domains["news.example.com"].ed25519_signer is None
+    # a feedback host: the bounce domains' MX, and the DMARC reports it reads (no rua written in the example)
+    assert inv.feedback_mx == ("fb1.example.net",)
+    assert inv.bounce_domains == {"bounces.example.com": "example.com", "bounces.news.example.com": "news.example.com"}
+    assert example.dmarc is not None and example.dmarc.rua == ("mailto:dmarc@bounces.example.com",)
+    assert {h.name for h in inv.hosts.values() if "monitoring" in h.groups} == {"mon1.example.net"}
 
 
 @pytest.mark.parametrize(
