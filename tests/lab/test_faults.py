@@ -75,7 +75,8 @@ def raw_message(sender: str, recipient: str, tag: str) -> bytes:
 
 @dataclass
 class Batch:
-    """Messages of one test run: a unique envelope sender and one tag per message."""
+    """Messages of one test run: a unique sender and recipient, and one tag per message. The senders rewrite the
+    envelope sender to the bounce domain's VERP address, so the test's mail is found by its recipient."""
 
     name: str
     count: int
@@ -148,12 +149,12 @@ def submit(server: str, source: str, batch: Batch, indices: Sequence[int],
 
 
 def sink_copies(batch: Batch) -> dict[str, list[Any]]:
-    """tag -> every copy of that message the sink stored (matched by the batch's envelope sender)."""
+    """tag -> every copy of that message the sink stored (matched by the batch's recipient)."""
     from sendfleet.lab.sink import read_messages
 
     found: dict[str, list[Any]] = {}
     for m in read_messages():
-        if m.mail_from != batch.sender:
+        if batch.rcpt not in m.rcpt_to:
             continue
         match = TAG_HEADER.search(m.raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0])
         found.setdefault(match.group(1).decode() if match else "(no tag)", []).append(m)
@@ -202,22 +203,24 @@ def unsigned_or_bad(copies: dict[str, list[Any]], verify: Callable[[bytes], bool
     return bad
 
 
-def queue_of(lab: LabHandle, host: str, sender: str) -> list[dict[str, Any]]:
-    """Postfix queue entries on `host` whose envelope sender is `sender`, one per queue ID.
+def queue_of(lab: LabHandle, host: str, rcpt: str) -> list[dict[str, Any]]:
+    """Postfix queue entries on `host` with recipient `rcpt`, one per queue ID (the envelope sender is the bounce
+    domain's return path, the same for every test).
 
     showq walks the queue directories one after another while qmgr keeps moving files between them, so a
     message that moves from active to deferred during the walk is listed twice (seen right after a reboot,
     when every message comes back through incoming and is deferred again): count queue IDs, not lines."""
     out = lab.ssh(host, "postqueue -j").stdout
     entries = [json.loads(line) for line in out.splitlines() if line.strip()]
-    unique = {e["queue_id"]: e for e in entries if e.get("sender") == sender}
+    unique = {e["queue_id"]: e for e in entries
+              if any(r.get("address") == rcpt for r in e.get("recipients") or [])}
     return list(unique.values())
 
 
-def drop_queued(lab: LabHandle, host: str, sender: str) -> None:
+def drop_queued(lab: LabHandle, host: str, rcpt: str) -> None:
     """Delete this test's leftover messages from the host's queue (cleanup after a failure)."""
     try:
-        ids = [e["queue_id"] for e in queue_of(lab, host, sender)]
+        ids = [e["queue_id"] for e in queue_of(lab, host, rcpt)]
     except AssertionError:
         return
     for start in range(0, len(ids), 400):
@@ -319,7 +322,7 @@ def test_milter_down_part_way_no_mail_leaves_unsigned_and_all_arrive_once(conver
         lab.ssh(FAULT_HOST, "postqueue -f")
 
         copies = wait_for_sink(batch, batch.count, timeout=900)
-        assert wait_until(lambda: not queue_of(lab, FAULT_HOST, batch.sender), 300, step=3), "queue did not drain"
+        assert wait_until(lambda: not queue_of(lab, FAULT_HOST, batch.rcpt), 300, step=3), "queue did not drain"
         copies = sink_copies(batch)  # after the queue drained: any duplicate has arrived by now
 
         bad = unsigned_or_bad(copies, verify)
@@ -334,7 +337,7 @@ def test_milter_down_part_way_no_mail_leaves_unsigned_and_all_arrive_once(conver
     finally:
         if state["down"] or lab.ssh(FAULT_HOST, "systemctl is-active opendkim", check=False).stdout.strip() != "active":
             lab.ssh(FAULT_HOST, "systemctl start opendkim", check=False)
-        drop_queued(lab, FAULT_HOST, batch.sender)
+        drop_queued(lab, FAULT_HOST, batch.rcpt)
 
 
 # ----------------------------------------------------------------------------------------- reboot fault
@@ -379,11 +382,11 @@ def test_queue_survives_reboot_and_every_message_arrives_once(converged: LabHand
         assert wait_until(lambda: sink_rcpt_reply(lab, refusal_key) == 421, 60), "the sink does not refuse yet"
         sent = submit(server, source, batch, range(batch.count))
         assert not sent.tempfailed, f"{len(sent.tempfailed)} messages refused at submission"
-        assert wait_until(lambda: len(queue_of(lab, FAULT_HOST, batch.sender)) == batch.count, 120, step=2), \
+        assert wait_until(lambda: len(queue_of(lab, FAULT_HOST, batch.rcpt)) == batch.count, 120, step=2), \
             f"not all {batch.count} messages are queued on {FAULT_HOST}"
         # Let the first delivery attempts meet the 421 (the messages are deferred, on disk).
         assert wait_until(lambda: any(e.get("queue_name") == "deferred" for e in queue_of(lab, FAULT_HOST,
-                                                                                         batch.sender)), 180, 3)
+                                                                                         batch.rcpt)), 180, 3)
         assert not sink_copies(batch), "the sink accepted mail it was told to refuse"
 
         lab.ssh(FAULT_HOST, "systemctl reboot", check=False)
@@ -392,13 +395,13 @@ def test_queue_survives_reboot_and_every_message_arrives_once(converged: LabHand
         lab.ssh(FAULT_HOST, "timeout 180 systemctl is-system-running --wait >/dev/null 2>&1; true")
         active = lab.ssh(FAULT_HOST, "systemctl is-active postfix opendkim", check=False).stdout.split()
         assert active == ["active", "active"], f"after the reboot: postfix/opendkim {active}"
-        queued = queue_of(lab, FAULT_HOST, batch.sender)
+        queued = queue_of(lab, FAULT_HOST, batch.rcpt)
         assert len(queued) == batch.count, f"{len(queued)} of {batch.count} messages left in the queue after reboot"
 
         sink_recipient_action(refusal_key, None)
         lab.ssh(FAULT_HOST, "postqueue -f")
         copies = wait_for_sink(batch, batch.count, timeout=900)
-        assert wait_until(lambda: not queue_of(lab, FAULT_HOST, batch.sender), 300, step=3), "queue did not drain"
+        assert wait_until(lambda: not queue_of(lab, FAULT_HOST, batch.rcpt), 300, step=3), "queue did not drain"
         copies = sink_copies(batch)
         missing = sorted(set(batch.tags()) - set(copies))
         assert not missing, f"{len(missing)} of {batch.count} lost across the reboot: {missing[:5]}"
@@ -409,7 +412,7 @@ def test_queue_survives_reboot_and_every_message_arrives_once(converged: LabHand
     finally:
         sink_recipient_action(refusal_key, None)
         wait_until(lambda: pid1_start(lab, FAULT_HOST) is not None, 300, step=2)
-        drop_queued(lab, FAULT_HOST, batch.sender)
+        drop_queued(lab, FAULT_HOST, batch.rcpt)
 
 
 # ---------------------------------------------------------------------------------------- rollout fault
@@ -587,7 +590,7 @@ def test_relay_from_outsider_is_refused_even_past_the_firewall(converged: LabHan
         assert outsider not in holes, f"firewall hole not closed: {holes}"
     time.sleep(10)
     assert not sink_copies(batch), "a relayed message reached the sink"
-    assert not queue_of(lab, FAULT_HOST, batch.sender), "a relayed message sits in the queue"
+    assert not queue_of(lab, FAULT_HOST, batch.rcpt), "a relayed message sits in the queue"
 
 
 def test_submission_needs_the_app_network(converged: LabHandle) -> None:
