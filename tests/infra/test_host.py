@@ -87,11 +87,16 @@ def _loopback(addr: str) -> bool:
 
 
 def test_listening_sockets_are_designed(host: Any, expect: Expect) -> None:
-    """Reachable from the network: SSH (base_ssh_port) and Postfix's SMTP ports (base_smtp_ports), nothing else."""
+    """Reachable from the network: SSH (base_ssh_port), Postfix's SMTP ports (base_smtp_ports) and, when the
+    dnsbl_monitor role runs it, the node exporter (base_monitoring_port: the firewall opens it to the monitoring
+    hosts only), nothing else."""
     ssh_port = int(expect.var("base", "base_ssh_port"))
     smtp_ports = {int(p) for p in expect.var("base", "base_smtp_ports")}
     postfix = {"master", "smtpd"}  # the master listens; an smtpd child holds the same socket
     designed = {("tcp", ssh_port): {"sshd"}, **{("tcp", p): postfix for p in smtp_ports}}
+    if str(expect.var("dnsbl_monitor", "dnsbl_monitor_node_exporter")).lower() in ("true", "yes", "1"):
+        # ss names the process by its first 15 characters
+        designed[("tcp", int(expect.var("base", "base_monitoring_port")))] = {"prometheus-node", "node_exporter"}
     unexpected = []
     for proto, addr, port, proc in _listeners(host):
         if _loopback(addr):
