@@ -13,15 +13,12 @@ from pathlib import Path
 
 from sendfleet.lab.alertrecorder import ALERT_FILE, Alert, find, read_file
 from sendfleet.lab.config import DEFAULT_STATE_DIR
-from sendfleet.lab.lab import running_config
+from sendfleet.lab.sink import sink_path
 from sendfleet.lab.system import LabError
 
 
 def alerts_file(state_dir: Path = DEFAULT_STATE_DIR) -> Path:
-    cfg = running_config(state_dir)
-    if cfg is None:
-        raise LabError("the lab is not up: run 'sendfleet lab up'")
-    return cfg.host_root(cfg.host("sink")) / ALERT_FILE.lstrip("/")
+    return sink_path(ALERT_FILE, state_dir)
 
 
 def read_alerts(state_dir: Path = DEFAULT_STATE_DIR) -> list[Alert]:

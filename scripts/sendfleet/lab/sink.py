@@ -42,11 +42,16 @@ class SinkMessage:
         return None if value is None else str(value)
 
 
-def spool_dir(state_dir: Path = DEFAULT_STATE_DIR) -> Path:
+def sink_path(inside: str, state_dir: Path = DEFAULT_STATE_DIR) -> Path:
+    """Where the running lab's sink keeps `inside` (an absolute path on the sink), seen from this machine."""
     cfg = running_config(state_dir)
     if cfg is None:
         raise LabError("the lab is not up: run 'sendfleet lab up'")
-    return cfg.host_root(cfg.host("sink")) / SINK_SPOOL.lstrip("/")
+    return cfg.host_root(cfg.host("sink")) / inside.lstrip("/")
+
+
+def spool_dir(state_dir: Path = DEFAULT_STATE_DIR) -> Path:
+    return sink_path(SINK_SPOOL, state_dir)
 
 
 def read_messages(state_dir: Path = DEFAULT_STATE_DIR) -> list[SinkMessage]:
